@@ -1,0 +1,37 @@
+#!/bin/sh
+# Installs the Debian packages the tests use, only those that are missing.
+# Runs "apt-get update" at most once. Safe to run again and again.
+set -eu
+
+# package:command-or-path that proves it is installed
+NEEDS="
+u-boot-tools:/usr/bin/mkenvimage
+libubootenv-tool:/usr/bin/fw_printenv
+stm32flash:/usr/bin/stm32flash
+systemd:/usr/bin/systemd-analyze
+openssl:/usr/bin/openssl
+qemu-system-x86:/usr/bin/qemu-system-x86_64
+cpio:/usr/bin/cpio
+util-linux:/usr/sbin/losetup
+"
+
+missing=""
+for n in $NEEDS; do
+	pkg=${n%%:*}
+	path=${n#*:}
+	[ -e "$path" ] || missing="$missing $pkg"
+done
+
+if [ -z "$missing" ]; then
+	exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+	SUDO="sudo"
+fi
+echo "test-deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >&2
