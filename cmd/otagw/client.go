@@ -1,0 +1,38 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/otagw/otagw/internal/config"
+)
+
+// socketFlag adds --socket to a verb that talks to the daemon. The default
+// comes from OTAGW_SOCKET, else the socket named in the default config
+// file, else the built-in default.
+func socketFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("OTAGW_SOCKET")
+	if def == "" {
+		def = config.Default().Daemon.Socket
+		if c, err := config.Load(config.DefaultPath); err == nil {
+			def = c.Daemon.Socket
+		}
+	}
+	return fs.String("socket", def, "the daemon's API socket (env OTAGW_SOCKET)")
+}
+
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// clientError prints one line for a failed API call and returns exit 1.
+func clientError(stderr io.Writer, verb string, err error) int {
+	fmt.Fprintf(stderr, "otagw %s: %v\n", verb, err)
+	return 1
+}
+

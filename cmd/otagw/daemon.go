@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/otagw/otagw/internal/config"
+	"github.com/otagw/otagw/internal/daemon"
+	"github.com/otagw/otagw/internal/logging"
+)
+
+func init() {
+	register("daemon", "run the update service (what systemd starts)", runDaemon)
+}
+
+func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("otagw daemon", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.DefaultPath, "configuration file")
+	logFormat := fs.String("log-format", "", "console, json or journal (default: journal under systemd, console otherwise)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "otagw daemon: %v\n", err)
+		return 1
+	}
+	log, level, err := logging.New(*logFormat, cfg.Daemon.LogLevel, os.Stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "otagw daemon: %v\n", err)
+		return 2
+	}
+	defer log.Sync()
+	d, err := daemon.New(daemon.Options{ConfigPath: *cfgPath, Config: cfg, Log: log, Level: level})
+	if err != nil {
+		fmt.Fprintf(stderr, "otagw daemon: %v\n", err)
+		return 1
+	}
+	if err := d.Run(ctx); err != nil {
+		log.Error("daemon failed", logging.Err(err))
+		return 1
+	}
+	return 0
+}

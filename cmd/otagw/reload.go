@@ -1,0 +1,29 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/otagw/otagw/internal/api"
+)
+
+func init() {
+	register("reload", "make the daemon re-read its config file (like SIGHUP)", runReload)
+}
+
+func runReload(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("otagw reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var st api.Status
+	if err := api.NewClient(*sock).Post(ctx, "/v1/reload", nil, &st); err != nil {
+		return clientError(stderr, "reload", err)
+	}
+	fmt.Fprintf(stdout, "configuration reloaded (generation %d)\n", st.ConfigGeneration)
+	return 0
+}

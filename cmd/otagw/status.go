@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/otagw/otagw/internal/api"
+)
+
+func init() {
+	register("status", "show the daemon's state, slots, release versions and MCUs", runStatus)
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("otagw status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	sock := socketFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var st api.Status
+	if err := api.NewClient(*sock).Get(ctx, "/v1/status", &st); err != nil {
+		return clientError(stderr, "status", err)
+	}
+	if *asJSON {
+		writeJSON(stdout, st)
+		return 0
+	}
+	printStatus(stdout, st)
+	return 0
+}
+
+func printStatus(w io.Writer, st api.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "State:\t%s\n", st.State)
+	if st.Message != "" {
+		fmt.Fprintf(tw, "Message:\t%s\n", st.Message)
+	}
+	fmt.Fprintf(tw, "Daemon:\totagw %s, pid %d, up %s\n", st.Version, st.PID, (time.Duration(st.UptimeSeconds) * time.Second).String())
+	fmt.Fprintf(tw, "Config:\t%s (generation %d, log level %s)\n", st.ConfigPath, st.ConfigGeneration, st.LogLevel)
+	if r := st.Release; r != nil {
+		fmt.Fprintf(tw, "Release:\tcommitted %s, pending %s, minimum %s\n", orDash(r.Committed), orDash(r.Pending), orDash(r.MinVersion))
+	}
+	tw.Flush()
+	if len(st.Slots) > 0 {
+		fmt.Fprintln(w, "\nSlots:")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  SLOT\tBOOT\tDEVICE\tSTATE\tTRIES\tVERSION\tNOTE")
+		for _, s := range st.Slots {
+			var flags []string
+			flags = append(flags, s.State)
+			if s.Primary {
+				flags = append(flags, "primary")
+			}
+			if s.Booted {
+				flags = append(flags, "booted")
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.Bootname, s.Device, strings.Join(flags, ","), s.TriesLeft, orDash(s.Version), s.Note)
+		}
+		tw.Flush()
+	}
+	if len(st.MCUs) > 0 {
+		fmt.Fprintln(w, "\nMCUs:")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  DEVICE\tBUS\tVERSION\tLAST RESULT")
+		for _, m := range st.MCUs {
+			res := orDash(m.Result)
+			if m.Reason != "" {
+				res += " (" + m.Reason + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", m.Name, m.Bus, orDash(m.Version), res)
+		}
+		tw.Flush()
+	}
+	for _, warn := range st.Warnings {
+		fmt.Fprintf(w, "\nWARNING: %s\n", warn)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
