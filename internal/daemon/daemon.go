@@ -309,7 +309,7 @@ func firstLine(s string) string {
 func monotonicUsec() string {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return strconv.FormatInt(ts.Sec*1e6+ts.Nsec/1e3, 10)
+	return strconv.FormatInt(int64(ts.Sec)*1e6+int64(ts.Nsec)/1e3, 10)
 }
 
 // setState records a state machine transition: persisted, logged, and sent
