@@ -35,4 +35,3 @@ func clientError(stderr io.Writer, verb string, err error) int {
 	fmt.Fprintf(stderr, "otagw %s: %v\n", verb, err)
 	return 1
 }
-
