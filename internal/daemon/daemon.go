@@ -13,6 +13,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -63,6 +64,8 @@ type persisted struct {
 	Pending         string `json:"pending,omitempty"`
 	MinVersion      string `json:"min_version,omitempty"`
 	SecurityCounter uint64 `json:"security_counter,omitempty"`
+	// Parts holds each part's own persisted piece, by part name.
+	Parts map[string]json.RawMessage `json:"parts,omitempty"`
 }
 
 // Daemon is one running otagw service.
@@ -80,8 +83,8 @@ type Daemon struct {
 	started  time.Time
 
 	srv     *api.Server
-	healthy func() bool // the main loop's own liveness, plus later checks
-	beat    chan struct{}
+	parts   []part
+	healthy func() bool // nil: the main loop's own liveness is enough
 }
 
 // New checks what can be checked before Run.
@@ -98,7 +101,7 @@ func New(o Options) (*Daemon, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	d := &Daemon{opts: o, log: o.Log, cfg: o.Config, gen: 1, beat: make(chan struct{}, 1)}
+	d := &Daemon{opts: o, log: o.Log, cfg: o.Config, gen: 1, parts: newParts()}
 	return d, nil
 }
 
@@ -137,6 +140,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	access, sockGID := d.access(cfg)
 	d.srv = api.NewServer(access, d.log)
 	d.routes()
+	for i, p := range d.parts {
+		if err := p.start(ctx, d); err != nil {
+			for _, q := range d.parts[:i] {
+				q.stop()
+			}
+			return err
+		}
+		p.routes(d.srv)
+	}
+	defer func() {
+		for i := len(d.parts) - 1; i >= 0; i-- {
+			d.parts[i].stop()
+		}
+	}()
 
 	ln, activated, err := d.listen(cfg, sockGID)
 	if err != nil {
@@ -284,6 +301,9 @@ func (d *Daemon) reload() error {
 	}
 	access, _ := d.access(nc)
 	d.srv.SetAccess(access)
+	for _, p := range d.parts {
+		p.reload(nc)
+	}
 	if err := d.opts.Level.UnmarshalText([]byte(nc.Daemon.LogLevel)); err != nil {
 		d.log.Warn("log level", zap.Error(err))
 	}
@@ -363,6 +383,14 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) status() api.Status {
+	s := d.baseStatus()
+	for _, p := range d.parts {
+		p.status(&s)
+	}
+	return s
+}
+
+func (d *Daemon) baseStatus() api.Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.opts.Now()
