@@ -11,6 +11,8 @@ stm32flash:/usr/bin/stm32flash
 systemd:/usr/bin/systemd-analyze
 openssl:/usr/bin/openssl
 qemu-system-x86:/usr/bin/qemu-system-x86_64
+qemu-system-arm:/usr/bin/qemu-system-aarch64
+u-boot-qemu:/usr/lib/u-boot/qemu_arm64/u-boot.bin
 cpio:/usr/bin/cpio
 util-linux:/usr/sbin/losetup
 "
