@@ -1,0 +1,218 @@
+package bundle
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Digest is a sha256, hex in JSON.
+type Digest [32]byte
+
+// String is the lower-case hex form.
+func (d Digest) String() string { return hex.EncodeToString(d[:]) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Digest) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler; exactly 64 lower-case hex digits.
+func (d *Digest) UnmarshalText(b []byte) error {
+	if len(b) != 64 {
+		return fmt.Errorf("sha256 %q: want 64 hex digits", b)
+	}
+	for _, c := range b {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return fmt.Errorf("sha256 %q: want lower-case hex", b)
+		}
+	}
+	_, err := hex.Decode(d[:], b)
+	return err
+}
+
+// Manifest is the signed description of a bundle.
+type Manifest struct {
+	Format     int    `json:"format"`
+	Compatible string `json:"compatible"`
+	Version    string `json:"version"`
+	// MinVersion, when set, is the minimum version the device stores once
+	// this release is committed: later bundles below it are downgrades.
+	MinVersion string `json:"min_version,omitempty"`
+	// SecurityCounter, when set, is stored the same way; a bundle with a
+	// lower counter than the stored one is refused even with AllowDowngrade.
+	SecurityCounter uint64     `json:"security_counter,omitempty"`
+	AllowDowngrade  bool       `json:"allow_downgrade,omitempty"`
+	Created         time.Time  `json:"created"`
+	Expires         *time.Time `json:"expires,omitempty"`
+	Payloads        []Payload  `json:"payloads"`
+}
+
+// Payload is one image in the bundle.
+type Payload struct {
+	Name   string `json:"name"`
+	Target string `json:"target"` // a slot class ("rootfs") or "mcu"
+	Size   int64  `json:"size"`   // plain bytes
+	SHA256 Digest `json:"sha256"` // of the plain bytes
+	// ChunkSize is the plain size of every chunk but the last.
+	ChunkSize int64 `json:"chunk_size"`
+	// Offset of the first stored byte, counted from the start of the data area.
+	Offset     int64   `json:"offset"`
+	StoredSize int64   `json:"stored_size"`
+	Chunks     []Chunk `json:"chunks"`
+}
+
+// Chunk is one entry of a payload's chunk table.
+type Chunk struct {
+	SHA256 Digest `json:"sha256"` // of the plain bytes
+	Offset int64  `json:"offset"` // of the stored bytes, from the payload's Offset
+	Size   int64  `json:"size"`   // stored bytes (the zstd frame, or the plain bytes)
+	Zstd   bool   `json:"zstd,omitempty"`
+}
+
+// PlainSize is the plain size of chunk i.
+func (p *Payload) PlainSize(i int) int64 {
+	if i == len(p.Chunks)-1 {
+		return p.Size - int64(i)*p.ChunkSize
+	}
+	return p.ChunkSize
+}
+
+// MaxStored is the largest stored chunk of the payload.
+func (p *Payload) MaxStored() int64 {
+	var m int64
+	for _, c := range p.Chunks {
+		m = max(m, c.Size)
+	}
+	return m
+}
+
+// DataEnd is the end of the last payload, from the start of the data area.
+func (m *Manifest) DataEnd() int64 {
+	p := m.Payloads[len(m.Payloads)-1]
+	return p.Offset + p.StoredSize
+}
+
+// Payload returns the payload named name, or nil.
+func (m *Manifest) Payload(name string) *Payload {
+	for i := range m.Payloads {
+		if m.Payloads[i].Name == name {
+			return &m.Payloads[i]
+		}
+	}
+	return nil
+}
+
+// MarshalManifest encodes m the one way this package writes it.
+func MarshalManifest(m *Manifest) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(m)
+}
+
+// ParseManifest decodes and validates manifest bytes. Unknown fields and
+// anything after the JSON object are errors.
+func ParseManifest(b []byte) (*Manifest, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	var m Manifest
+	if err := d.Decode(&m); err != nil {
+		return nil, fmt.Errorf("manifest: %v: %w", err, ErrFormat)
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, fmt.Errorf("manifest: data after the JSON object: %w", ErrFormat)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func nameOK(s string) bool {
+	if s == "" || len(s) > 64 || s == "." || s == ".." {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// maxFrame bounds a zstd frame's size for plain bytes (zstd's compress bound plus slack).
+func maxFrame(plain int64) int64 { return plain + plain/128 + 1024 }
+
+// Validate checks every field and that the chunk tables tile the data area
+// in order with no gap or overlap.
+func (m *Manifest) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("manifest: "+format+": %w", append(a, ErrFormat)...)
+	}
+	if m.Format != FormatVersion {
+		return bad("format %d, want %d", m.Format, FormatVersion)
+	}
+	if m.Compatible == "" || len(m.Compatible) > 256 {
+		return bad("compatible %q: want 1..256 bytes", m.Compatible)
+	}
+	if _, err := ParseSemver(m.Version); err != nil {
+		return bad("version: %v", err)
+	}
+	if m.MinVersion != "" {
+		if _, err := ParseSemver(m.MinVersion); err != nil {
+			return bad("min_version: %v", err)
+		}
+	}
+	if m.Created.IsZero() {
+		return bad("created missing")
+	}
+	if len(m.Payloads) == 0 || len(m.Payloads) > MaxPayloads {
+		return bad("%d payloads, want 1..%d", len(m.Payloads), MaxPayloads)
+	}
+	seen := map[string]bool{}
+	var off int64
+	for pi := range m.Payloads {
+		p := &m.Payloads[pi]
+		if !nameOK(p.Name) || seen[p.Name] {
+			return bad("payload %d: name %q empty, duplicate or not [A-Za-z0-9._-]{1,64}", pi, p.Name)
+		}
+		seen[p.Name] = true
+		if !nameOK(p.Target) {
+			return bad("payload %q: target %q", p.Name, p.Target)
+		}
+		if p.ChunkSize < MinChunkSize || p.ChunkSize > MaxChunkSize || p.ChunkSize%MinChunkSize != 0 {
+			return bad("payload %q: chunk_size %d: want a multiple of %d up to %d", p.Name, p.ChunkSize, MinChunkSize, MaxChunkSize)
+		}
+		if p.Size <= 0 || p.Size > maxPayloadSize {
+			return bad("payload %q: size %d", p.Name, p.Size)
+		}
+		n := (p.Size + p.ChunkSize - 1) / p.ChunkSize
+		if int64(len(p.Chunks)) != n {
+			return bad("payload %q: %d chunks, size %d needs %d", p.Name, len(p.Chunks), p.Size, n)
+		}
+		if p.Offset != off {
+			return bad("payload %q: offset %d, want %d", p.Name, p.Offset, off)
+		}
+		var coff int64
+		for ci, c := range p.Chunks {
+			plain := p.PlainSize(ci)
+			if c.Offset != coff {
+				return bad("payload %q chunk %d: offset %d, want %d", p.Name, ci, c.Offset, coff)
+			}
+			switch {
+			case !c.Zstd && c.Size != plain:
+				return bad("payload %q chunk %d: stored size %d, plain %d", p.Name, ci, c.Size, plain)
+			case c.Zstd && (c.Size < 9 || c.Size > maxFrame(plain)):
+				return bad("payload %q chunk %d: zstd frame size %d for %d plain bytes", p.Name, ci, c.Size, plain)
+			}
+			coff += c.Size
+		}
+		if p.StoredSize != coff {
+			return bad("payload %q: stored_size %d, chunks sum to %d", p.Name, p.StoredSize, coff)
+		}
+		off += coff
+	}
+	return nil
+}
