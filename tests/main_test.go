@@ -142,7 +142,13 @@ func testDir(t *testing.T) string {
 func writeConfig(t *testing.T, dir, extraDaemon, extra string) string {
 	t.Helper()
 	p := filepath.Join(dir, "otagw.yaml")
-	cfg := fmt.Sprintf("daemon:\n  socket: %s\n  state_dir: %s\n%s%s", filepath.Join(dir, "otagw.sock"), filepath.Join(dir, "state"), extraDaemon, extra)
+	// Never the machine's own watchdog or reboot: a test that armed
+	// /dev/watchdog and was killed would reset the machine.
+	if !strings.Contains(extraDaemon, "reboot_command") {
+		extraDaemon += "  reboot_command: [/bin/false]\n"
+	}
+	cfg := fmt.Sprintf("daemon:\n  socket: %s\n  state_dir: %s\n%swatchdog:\n  enabled: false\n%s",
+		filepath.Join(dir, "otagw.sock"), filepath.Join(dir, "state"), extraDaemon, extra)
 	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -5,16 +5,20 @@ import "time"
 // Status is the answer of GET /v1/status, the body of `otagw status --json`.
 // Sections that a feature does not use yet are omitted.
 type Status struct {
-	State            string    `json:"state"`             // the daemon's state machine state, e.g. "idle"
-	Message          string    `json:"message,omitempty"` // the last state change's explanation
-	Version          string    `json:"version"`           // the daemon binary's version
-	PID              int       `json:"pid"`
-	ConfigPath       string    `json:"config_path"`
-	ConfigGeneration int       `json:"config_generation"` // 1 at start, +1 per accepted reload
-	LogLevel         string    `json:"log_level"`
-	StartedAt        time.Time `json:"started_at"`
-	UptimeSeconds    float64   `json:"uptime_seconds"`
-	Warnings         []string  `json:"warnings,omitempty"` // e.g. a state file that was tampered with
+	State            string     `json:"state"`             // the daemon's state machine state, e.g. "idle"
+	Message          string     `json:"message,omitempty"` // the last state change's explanation
+	Version          string     `json:"version"`           // the daemon binary's version
+	PID              int        `json:"pid"`
+	ConfigPath       string     `json:"config_path"`
+	ConfigGeneration int        `json:"config_generation"` // 1 at start, +1 per accepted reload
+	LogLevel         string     `json:"log_level"`
+	StartedAt        time.Time  `json:"started_at"`
+	UptimeSeconds    float64    `json:"uptime_seconds"`
+	Warnings         []string   `json:"warnings,omitempty"` // e.g. a state file that was tampered with
+	LastError        *LastError `json:"last_error,omitempty"`
+
+	Health     *Liveness   `json:"health,omitempty"`
+	Assessment *Assessment `json:"assessment,omitempty"`
 
 	Slots   []SlotStatus `json:"slots,omitempty"`
 	Release *Release     `json:"release,omitempty"`
@@ -50,4 +54,57 @@ type MCUStatus struct {
 	Result  string    `json:"result,omitempty"` // Success, NotNeeded, Postponed, Failed
 	Reason  string    `json:"reason,omitempty"`
 	At      time.Time `json:"at,omitempty"`
+}
+
+// LastError is the last failed operation, named by kind.
+type LastError struct {
+	Kind  string `json:"kind"`
+	Error string `json:"error"`
+}
+
+// InstallRequest is the body of POST /v1/install.
+type InstallRequest struct {
+	Source string `json:"source,omitempty"` // absolute file path or http(s):// URL
+	Resume bool   `json:"resume,omitempty"` // continue the interrupted install (or follow the running one)
+}
+
+// InstallEvent is one line of POST /v1/install's answer.
+type InstallEvent struct {
+	Type    string  `json:"type"` // progress, done, error
+	Payload string  `json:"payload,omitempty"`
+	Slot    string  `json:"slot,omitempty"`
+	Chunk   int     `json:"chunk,omitempty"`
+	Chunks  int     `json:"chunks,omitempty"`
+	Done    int64   `json:"done,omitempty"`
+	Total   int64   `json:"total,omitempty"`
+	Rate    float64 `json:"rate,omitempty"` // bytes per second
+	Version string  `json:"version,omitempty"`
+	Bundle  string  `json:"bundle,omitempty"`
+	Kind    string  `json:"kind,omitempty"` // error kind, e.g. downgrade-refused
+	Error   string  `json:"error,omitempty"`
+}
+
+// Liveness is the health loop that feeds the watchdogs.
+type Liveness struct {
+	Healthy  bool     `json:"healthy"`
+	Problems []string `json:"problems,omitempty"`
+	Hardware bool     `json:"hardware_watchdog"`
+	Device   string   `json:"device,omitempty"`
+	Timeout  string   `json:"timeout,omitempty"`
+}
+
+// Assessment is the outcome of this boot's assessment.
+type Assessment struct {
+	Outcome string `json:"outcome"` // not-pending, committed, rolled-back, commit-failed
+	Slot    string `json:"slot"`
+	Reason  string `json:"reason,omitempty"`
+	Rounds  int    `json:"rounds,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Report  any    `json:"report,omitempty"` // the last health report
+}
+
+// SlotRequest is the body of mark-bad and rollback.
+type SlotRequest struct {
+	Slot   string `json:"slot,omitempty"` // empty: the booted slot
+	Reboot bool   `json:"reboot,omitempty"`
 }

@@ -19,6 +19,12 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+
+	"github.com/otagw/otagw/abboot"
+	"github.com/otagw/otagw/rootfs"
+	"github.com/otagw/otagw/watchdog"
+	"github.com/otagw/otagw/watchdog/assess"
+	"github.com/otagw/otagw/watchdog/health"
 )
 
 // DefaultPath is where the packaged config lives.
@@ -26,7 +32,30 @@ const DefaultPath = "/etc/otagw/otagw.yaml"
 
 // Config is the whole file.
 type Config struct {
-	Daemon Daemon `yaml:"daemon" json:"daemon"`
+	Daemon Daemon         `yaml:"daemon" json:"daemon"`
+	Boot   abboot.Options `yaml:"boot" json:"boot"`
+	Rootfs rootfs.Options `yaml:"rootfs" json:"rootfs"`
+	Update Update         `yaml:"update" json:"update"`
+
+	Watchdog   watchdog.Options `yaml:"watchdog" json:"watchdog"`
+	Health     health.Options   `yaml:"health" json:"health"`
+	Assessment assess.Options   `yaml:"assessment" json:"assessment"`
+}
+
+// Update is the bundle acceptance policy and how installs run.
+type Update struct {
+	// Keyring is a directory of trusted *.pub keys (or one key file).
+	Keyring string `yaml:"keyring" json:"keyring"`
+	// Threshold is how many distinct trusted keys must have signed.
+	Threshold int `yaml:"threshold" json:"threshold"`
+	// Compatible must equal the bundle's compatible string.
+	Compatible string `yaml:"compatible" json:"compatible"`
+	// AllowDowngrade permits bundles below the stored minimum version
+	// when they are themselves signed with allow_downgrade.
+	AllowDowngrade bool `yaml:"allow_downgrade" json:"allow_downgrade"`
+	// Resume is auto (an interrupted install continues at the next start
+	// when its source is still there) or manual (otagw install --resume).
+	Resume string `yaml:"resume" json:"resume"`
 }
 
 // Daemon configures the service itself: its socket, who may talk to it,
@@ -46,6 +75,12 @@ type Daemon struct {
 	KeyFile string `yaml:"key_file" json:"key_file"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level" json:"log_level"`
+	// RebootCommand replaces the real reboot (systemd, else reboot(2));
+	// for development, the demo and tests.
+	RebootCommand []string `yaml:"reboot_command" json:"reboot_command"`
+	// UptimeFile stands in for /proc/uptime (development and tests): the
+	// assessment deadline counts from kernel boot.
+	UptimeFile string `yaml:"uptime_file" json:"uptime_file"`
 }
 
 // Default returns the configuration used for everything a file leaves out.
@@ -57,7 +92,15 @@ func Default() Config {
 			AdminGroup: "otagw-admin",
 			StateDir:   "/var/lib/otagw",
 			LogLevel:   "info",
+			UptimeFile: "/proc/uptime",
 		},
+		Boot:   abboot.DefaultOptions(),
+		Rootfs: rootfs.DefaultOptions(),
+		Update: Update{Keyring: "/etc/otagw/keys", Threshold: 1, Resume: "auto"},
+
+		Watchdog:   watchdog.DefaultOptions(),
+		Health:     health.DefaultOptions(),
+		Assessment: assess.DefaultOptions(),
 	}
 }
 
@@ -164,6 +207,16 @@ func (c *Config) validate() []Problem {
 	}
 	if d.KeyFile != "" && !filepath.IsAbs(d.KeyFile) {
 		add("daemon.key_file", "must be an absolute path, got %q", d.KeyFile)
+	}
+	u := c.Update
+	if u.Threshold < 1 {
+		add("update.threshold", "must be at least 1, got %d", u.Threshold)
+	}
+	if u.Resume != "auto" && u.Resume != "manual" {
+		add("update.resume", "must be auto or manual, got %q", u.Resume)
+	}
+	if u.Keyring == "" {
+		add("update.keyring", "must name a directory of *.pub keys or a key file")
 	}
 	switch d.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -61,7 +61,9 @@ type persisted struct {
 	State           string `json:"state"`
 	Starts          int    `json:"starts"` // daemon starts, for crash-loop evidence
 	Committed       string `json:"committed,omitempty"`
-	Pending         string `json:"pending,omitempty"`
+	Pending         string `json:"pending,omitempty"`      // installed, not yet committed
+	PendingSlot     string `json:"pending_slot,omitempty"` // where Pending was installed
+	PendingCounter  uint64 `json:"pending_counter,omitempty"`
 	MinVersion      string `json:"min_version,omitempty"`
 	SecurityCounter uint64 `json:"security_counter,omitempty"`
 	// Parts holds each part's own persisted piece, by part name.
@@ -82,9 +84,10 @@ type Daemon struct {
 	warnings []string
 	started  time.Time
 
-	srv     *api.Server
-	parts   []part
-	healthy func() bool // nil: the main loop's own liveness is enough
+	srv   *api.Server
+	parts []part
+	// beat proves the main loop alive to the health loop (nil: no loop).
+	beat func()
 }
 
 // New checks what can be checked before Run.
@@ -137,6 +140,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
+	// Durable states survive a restart; the parts may move on from them
+	// (an interrupted install resumes, a pending release is assessed).
+	switch d.st.State {
+	case "installed":
+		d.setState("installed", "release "+d.st.Pending+" installed; it boots next")
+	default:
+		d.setState("idle", "ready")
+	}
+
 	access, sockGID := d.access(cfg)
 	d.srv = api.NewServer(access, d.log)
 	d.routes()
@@ -166,21 +178,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	d.setState("idle", "ready")
-	d.notify("READY=1\nSTATUS=idle: ready\nMAINPID=" + strconv.Itoa(os.Getpid()))
+	st := d.status()
+	d.notify("READY=1\nSTATUS=" + st.State + ": " + st.Message + "\nMAINPID=" + strconv.Itoa(os.Getpid()))
 	d.log.Info("otagw daemon ready", zap.String("socket", cfg.Daemon.Socket),
 		zap.Bool("socket_activated", activated), zap.String("version", buildinfo.Version),
 		zap.String("config", d.opts.ConfigPath))
 
-	// The systemd watchdog is fed from this loop only, so a stalled loop
-	// stops the pings and systemd restarts the service.
-	var wdTick <-chan time.Time
-	if usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64); err == nil && usec > 0 && watchdogForUs() {
-		t := time.NewTicker(time.Duration(usec) * time.Microsecond / 2)
-		defer t.Stop()
-		wdTick = t.C
-		d.log.Info("systemd watchdog enabled", zap.Duration("interval", time.Duration(usec)*time.Microsecond))
-	}
+	// The health loop (healthPart) feeds the hardware and systemd
+	// watchdogs only while this loop keeps beating.
+	beat := time.NewTicker(time.Second)
+	defer beat.Stop()
 
 	for {
 		select {
@@ -191,11 +198,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("API server: %w", err)
 		case <-hup:
 			d.reload()
-		case <-wdTick:
-			if d.healthy == nil || d.healthy() {
-				d.notify("WATCHDOG=1")
-			} else {
-				d.log.Warn("health check failing: not feeding the systemd watchdog")
+		case <-beat.C:
+			if d.beat != nil {
+				d.beat()
 			}
 		}
 	}
@@ -347,6 +352,13 @@ func (d *Daemon) setState(s, msg string) {
 		d.log.Info("state", zap.String("state", s), zap.String("why", msg))
 	}
 	d.notify("STATUS=" + s + ": " + msg)
+}
+
+// warn adds a warning shown by `otagw status` until the next start.
+func (d *Daemon) warn(msg string) {
+	d.mu.Lock()
+	d.warnings = append(d.warnings, msg)
+	d.mu.Unlock()
 }
 
 func (d *Daemon) setMessage(msg string) {

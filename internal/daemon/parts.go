@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
@@ -30,7 +32,27 @@ type part interface {
 
 // newParts lists the parts in start order.
 func newParts() []part {
-	return []part{}
+	return []part{&bootPart{}, &installPart{}, &healthPart{}}
+}
+
+// bootPart returns the boot selection part.
+func (d *Daemon) bootPart() *bootPart {
+	for _, p := range d.parts {
+		if b, ok := p.(*bootPart); ok {
+			return b
+		}
+	}
+	panic("daemon: no boot part")
+}
+
+// decodeJSON reads a request body (at most 1 MiB), rejecting unknown fields.
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && err != io.EOF {
+		return fmt.Errorf("request body: %w", err)
+	}
+	return nil
 }
 
 // loadPart decodes the part's persisted piece into v (left as is if none).

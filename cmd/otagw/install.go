@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/otagw/otagw/internal/api"
+)
+
+func init() {
+	register("install", "install a signed bundle (file or http(s) URL) into the inactive slot", runInstall)
+}
+
+func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("otagw install", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print line-delimited JSON progress events")
+	resume := fs.Bool("resume", false, "continue the interrupted install (or follow the running one)")
+	sock := socketFlag(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: otagw install [--json] [--resume] [SOURCE]\n\nSOURCE is a bundle file or an http(s):// URL.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(reorder(args)); err != nil {
+		return 2
+	}
+	src := fs.Arg(0)
+	if fs.NArg() > 1 || (src == "" && !*resume) {
+		fs.Usage()
+		return 2
+	}
+	if src != "" && !strings.Contains(src, "://") {
+		abs, err := filepath.Abs(src)
+		if err != nil {
+			return clientError(stderr, "install", err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return clientError(stderr, "install", err)
+		}
+		src = abs // the daemon has its own working directory
+	}
+	var bar *progressbar.ProgressBar
+	tty := false
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		tty = true
+	}
+	lastLine := time.Time{}
+	var outcome *api.InstallEvent
+	err := api.NewClient(*sock).Stream(ctx, "POST", "/v1/install", api.InstallRequest{Source: src, Resume: *resume}, func(raw json.RawMessage) error {
+		var ev api.InstallEvent
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return err
+		}
+		if *asJSON {
+			fmt.Fprintln(stdout, string(raw))
+		}
+		switch ev.Type {
+		case "progress":
+			if *asJSON {
+				return nil
+			}
+			if tty {
+				if bar == nil {
+					bar = progressbar.NewOptions64(ev.Total, progressbar.OptionSetWriter(stderr),
+						progressbar.OptionShowBytes(true), progressbar.OptionSetDescription("installing "+ev.Slot),
+						progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(100*time.Millisecond))
+				}
+				bar.Set64(ev.Done)
+			} else if time.Since(lastLine) > 2*time.Second || ev.Done == ev.Total {
+				lastLine = time.Now()
+				eta := "-"
+				if ev.Rate > 0 {
+					eta = (time.Duration(float64(ev.Total-ev.Done)/ev.Rate) * time.Second).Round(time.Second).String()
+				}
+				fmt.Fprintf(stderr, "%s: chunk %d/%d, %d/%d MiB, %.1f MiB/s, ETA %s\n", ev.Slot, ev.Chunk+1, ev.Chunks,
+					ev.Done>>20, ev.Total>>20, ev.Rate/(1<<20), eta)
+			}
+		case "done", "error":
+			e := ev
+			outcome = &e
+		}
+		return nil
+	})
+	if bar != nil {
+		bar.Finish()
+		fmt.Fprintln(stderr)
+	}
+	if err != nil {
+		if errors.Is(err, api.ErrBusy) {
+			fmt.Fprintf(stderr, "otagw install: %v (follow it with: otagw install --resume)\n", err)
+			return 1
+		}
+		return clientError(stderr, "install", err)
+	}
+	switch {
+	case outcome == nil:
+		fmt.Fprintln(stderr, "otagw install: the daemon stopped before the install ended; it resumes from its last verified chunk at the next start (see otagw status)")
+		return 1
+	case outcome.Type == "error":
+		if !*asJSON {
+			fmt.Fprintf(stderr, "otagw install: %s: %s\n", outcome.Kind, outcome.Error)
+		}
+		return 1
+	}
+	if !*asJSON {
+		fmt.Fprintf(stdout, "installed release %s into slot %s; it boots next (reboot to activate)\n", outcome.Version, outcome.Slot)
+	}
+	return 0
+}
+
+// reorder moves flags before positional arguments so that
+// "otagw install FILE --json" works as well as "otagw install --json FILE".
+func reorder(args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && len(a) > 1 {
+			flags = append(flags, a)
+			if !strings.Contains(a, "=") && (a == "--socket" || a == "-socket") && i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return append(flags, pos...)
+}

@@ -1,0 +1,259 @@
+package tests
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// gateway is a simulated gateway for end-to-end tests: file slots, a file
+// boot environment, a kernel command line, keys and a daemon config.
+type gateway struct {
+	Dir, Config, Socket, Env, Cmdline, Keys string
+	SlotA, SlotB                            string
+}
+
+func newGateway(t *testing.T, slotSize int64, extra string) *gateway {
+	t.Helper()
+	return newGatewayIn(t, testDir(t), slotSize, extra, "")
+}
+
+func newGatewayIn(t *testing.T, dir string, slotSize int64, extra, extraDaemon string) *gateway {
+	t.Helper()
+	g := &gateway{Dir: dir, Socket: filepath.Join(dir, "otagw.sock"), Env: filepath.Join(dir, "bootenv.txt"),
+		Cmdline: filepath.Join(dir, "cmdline"), Keys: filepath.Join(dir, "keys"),
+		SlotA: filepath.Join(dir, "A.img"), SlotB: filepath.Join(dir, "B.img")}
+	for _, s := range []string{g.SlotA, g.SlotB} {
+		if err := os.WriteFile(s, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Truncate(s, slotSize)
+	}
+	os.WriteFile(g.Cmdline, []byte("console=ttyS0 rauc.slot=A rootwait\n"), 0o644)
+	if _, e, code := otagw(t, nil, "keygen", "--out", g.Keys); code != 0 {
+		t.Fatalf("keygen: %s", e)
+	}
+	g.Config = writeConfig(t, dir, extraDaemon, fmt.Sprintf(`boot:
+  backend: file
+  file: %s
+  cmdline: %s
+rootfs:
+  slots:
+    - {name: rootfs.0, class: rootfs, device: %s, bootname: A}
+    - {name: rootfs.1, class: rootfs, device: %s, bootname: B}
+  checkpoint_bytes: 1048576
+update:
+  keyring: %s
+  compatible: otagw-test-gw
+%s`, g.Env, g.Cmdline, g.SlotA, g.SlotB, g.Keys, extra))
+	return g
+}
+
+// bundle builds a signed bundle of image with the CLI.
+func (g *gateway) bundle(t *testing.T, version string, image []byte, args ...string) string {
+	t.Helper()
+	img := filepath.Join(g.Dir, "image-"+version)
+	os.WriteFile(img, image, 0o644)
+	out := filepath.Join(g.Dir, "bundle-"+version+".otagw")
+	a := append([]string{"bundle", "create", "--key", filepath.Join(g.Keys, "signing.key"), "--compatible", "otagw-test-gw",
+		"--version", version, "--chunk-size", "262144"}, args...)
+	a = append(a, "rootfs="+img, "-o", out)
+	if _, e, code := otagw(t, nil, a...); code != 0 {
+		t.Fatalf("bundle create: %s", e)
+	}
+	return out
+}
+
+// env reads the file boot environment.
+func (g *gateway) env(t *testing.T) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	b, err := os.ReadFile(g.Env)
+	if err != nil {
+		return m
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// testImage is half random, half compressible.
+func testImage(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b[:n/2])
+	for i := n / 2; i < n; i++ {
+		b[i] = byte(i / 4096)
+	}
+	return b
+}
+
+// flakyServer serves one file over HTTP on 127.0.0.1 with Range support,
+// at a bounded rate, and drops some connections mid-body.
+func flakyServer(t *testing.T, path string, bytesPerSec int) (string, *atomic.Int64) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := reqs.Add(1)
+		start := int64(0)
+		if rg := r.Header.Get("Range"); strings.HasPrefix(rg, "bytes=") {
+			s, _, _ := strings.Cut(strings.TrimPrefix(rg, "bytes="), "-")
+			start, _ = strconv.ParseInt(s, 10, 64)
+			if start >= int64(len(data)) {
+				w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+				return
+			}
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(data)-1, len(data)))
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)-int(start)))
+			w.WriteHeader(http.StatusPartialContent)
+		} else {
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.WriteHeader(http.StatusOK)
+		}
+		body := data[start:]
+		drop := -1
+		if n%3 == 0 && len(body) > 1 { // every third request dies mid-body
+			drop = 1 + mrand.IntN(len(body)-1)
+		}
+		const piece = 64 << 10
+		for off := 0; off < len(body); off += piece {
+			end := min(off+piece, len(body))
+			if drop >= 0 && end > drop {
+				w.Write(body[off:drop])
+				if hj, ok := w.(http.Hijacker); ok {
+					if c, _, err := hj.Hijack(); err == nil {
+						c.Close()
+					}
+				}
+				return
+			}
+			if _, err := w.Write(body[off:end]); err != nil {
+				return
+			}
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
+			time.Sleep(time.Duration(piece) * time.Second / time.Duration(bytesPerSec))
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String() + "/bundle.otagw", &reqs
+}
+
+// TestInstallKill9Resume kills the daemon with SIGKILL at 20 random points
+// of an install from a flaky local HTTP server. After each kill the boot
+// environment may name the new slot only if that slot already holds the
+// verified image; restarts resume; the end is a correct, bootable slot or a
+// slot reported not bootable, never a switched boot to unverified data.
+func TestInstallKill9Resume(t *testing.T) {
+	t.Parallel()
+	// At 4 MiB/s a run between kills gets through about a checkpoint
+	// (1 MiB), so the 20 kills land all over the install.
+	const size = 16 << 20
+	g := newGateway(t, 32<<20, "")
+	image := testImage(size)
+	b := g.bundle(t, "2.0.0", image)
+	url, reqs := flakyServer(t, b, 4<<20)
+	var logs strings.Builder
+
+	checkInvariant := func(when string) {
+		t.Helper()
+		order := strings.Fields(g.env(t)["BOOT_ORDER"])
+		if len(order) > 0 && order[0] == "B" {
+			got, _ := os.ReadFile(g.SlotB)
+			if !bytes.Equal(got[:size], image) {
+				t.Fatalf("%s: boot switched to slot B, whose content is not the verified image", when)
+			}
+		}
+	}
+
+	cli := func() *exec.Cmd {
+		c := exec.Command(otagwBin, "install", "--json", "--socket", g.Socket, url)
+		c.Stdout, c.Stderr = &bytes.Buffer{}, &bytes.Buffer{}
+		c.Start()
+		return c
+	}
+	kills := 0
+	for i := 0; i < 20; i++ {
+		ns := newNotifySocket(t, t.TempDir())
+		d := startDaemon(t, g.Config, "NOTIFY_SOCKET="+ns.Path)
+		ns.wait(t, "READY", "1", 30*time.Second)
+		var c *exec.Cmd
+		if i == 0 {
+			c = cli()
+		}
+		time.Sleep(time.Duration(100+mrand.IntN(400)) * time.Millisecond)
+		d.cmd.Process.Signal(syscall.SIGKILL)
+		<-d.done
+		logs.WriteString(d.out.String())
+		kills++
+		if c != nil {
+			c.Wait()
+		}
+		checkInvariant(fmt.Sprintf("after kill %d", i+1))
+	}
+	// The last start runs to the end.
+	ns := newNotifySocket(t, t.TempDir())
+	d := startDaemon(t, g.Config, "NOTIFY_SOCKET="+ns.Path)
+	ns.wait(t, "READY", "1", 30*time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
+	var final string
+	for time.Now().Before(deadline) {
+		st := statusOf(t, g.Socket)
+		if st.State != "installing" {
+			final = st.State
+			for _, s := range st.Slots {
+				if s.Bootname == "B" {
+					t.Logf("after %d kills, %d HTTP requests: state %s, slot B: %+v", kills, reqs.Load(), st.State, s)
+					if st.State == "installed" && (s.Version != "2.0.0" || !s.Primary) {
+						t.Errorf("installed but slot B is %+v", s)
+					}
+					if st.State != "installed" && (!strings.Contains(s.Note, "not bootable") || s.Primary) {
+						t.Errorf("not installed, yet slot B is not reported not bootable: %+v (%s)", s, st.Message)
+					}
+				}
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.stop(t)
+	checkInvariant("at the end")
+	if final != "installed" {
+		t.Fatalf("the install did not finish after resumes: state %q\n%s", final, d.out.String())
+	}
+	got, _ := os.ReadFile(g.SlotB)
+	if !bytes.Equal(got[:size], image) {
+		t.Fatal("slot B differs from the image")
+	}
+	logs.WriteString(d.out.String())
+	if n := strings.Count(logs.String(), "interrupted install found: resuming"); n == 0 {
+		t.Errorf("no start resumed an interrupted install")
+	} else {
+		t.Logf("%d starts resumed from a checkpoint", n)
+	}
+}
