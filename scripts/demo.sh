@@ -1,9 +1,13 @@
 #!/bin/sh
 # `make demo`: otagw's main job on a built-in simulated gateway.
 #
-# Lays out ./demo (file-backed A and B slots, a U-Boot environment with its
-# fw_env.config, a kernel command line, the demo config), starts the daemon
-# in the foreground with readable logs, and drives it from a second process
+# ./demo holds the gateway: file-backed A and B root filesystem slots, a
+# redundant U-Boot environment (two copies in one file) with its
+# fw_env.config, the kernel command line and uptime that the simulated boot
+# loader (`otagw sim boot`: boot.cmd on a Go model of U-Boot) writes, keys,
+# a local update server (`otagw sim server`) and the demo config.
+#
+# The daemon's logs go to this terminal; the steps run as a second process,
 # the way an operator would. Ctrl-C stops it cleanly. With DEMO_STAY=0 (or
 # no terminal) it stops by itself once the steps are done.
 set -eu
@@ -14,15 +18,35 @@ D="$ROOT/demo"
 OTAGW="$ROOT/bin/otagw"
 
 say() { printf '\n\033[1;34m== %s\033[0m\n' "$*" >&2; }
+run() { printf '\033[1m$ %s\033[0m\n' "$*" >&2; "$@"; }
 
 say "building bin/otagw"
 make -s build
 
+# Stop what a previous, interrupted demo left running in ./demo.
+for f in "$D"/run/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
 rm -rf "$D"
-mkdir -p "$D/slots" "$D/state" "$D/run" "$D/boot"
+mkdir -p "$D/slots" "$D/state" "$D/run" "$D/boot" "$D/www" "$D/images"
 say "laying out the simulated gateway in ./demo"
 truncate -s 64M "$D/slots/rootfs-A.img" "$D/slots/rootfs-B.img"
-echo "root=/dev/mmcblk0p2 rauc.slot=A rootwait" >"$D/boot/cmdline"
+# Release 1.0.0 is what the factory put in slot A.
+head -c 8M /dev/urandom >"$D/images/rootfs-1.0.0.img"
+dd if="$D/images/rootfs-1.0.0.img" of="$D/slots/rootfs-A.img" conv=notrunc status=none
+# Release 2.0.0: half of it shared with 1.0.0, half new.
+{ head -c 4M "$D/images/rootfs-1.0.0.img"; head -c 4M /dev/urandom; } >"$D/images/rootfs-2.0.0.img"
+
+# A redundant U-Boot environment: two 16 KiB copies in one file.
+truncate -s 32K "$D/boot/uboot.env"
+cat >"$D/boot/fw_env.config" <<CFG
+# device            offset   env size
+$D/boot/uboot.env   0x0000   0x4000
+$D/boot/uboot.env   0x4000   0x4000
+CFG
+cat >"$D/boot/default-env.txt" <<ENV
+BOOT_ORDER=A B
+BOOT_A_LEFT=3
+BOOT_B_LEFT=3
+ENV
 
 cat >"$D/otagw.yaml" <<YAML
 # Demo config: everything lives under ./demo.
@@ -31,39 +55,101 @@ daemon:
   state_dir: $D/state
   read_group: "0"
   admin_group: "0"
-  log_level: info
+  # The simulated gateway's "reboot" only records that it was asked for.
+  reboot_command: [/bin/sh, -c, 'echo "\$OTAGW_REBOOT_REASON" > $D/run/reboot-requested']
+  uptime_file: $D/boot/uptime
+boot:
+  backend: uboot
+  fw_env_config: $D/boot/fw_env.config
+  lock_file: $D/run/fw_env.lock
+  cmdline: $D/boot/cmdline
+rootfs:
+  slots:
+    - {name: rootfs.0, class: rootfs, device: $D/slots/rootfs-A.img, bootname: A}
+    - {name: rootfs.1, class: rootfs, device: $D/slots/rootfs-B.img, bootname: B}
+update:
+  keyring: $D/keys
+  compatible: otagw-demo-gateway
+watchdog:
+  enabled: false      # no /dev/watchdog on a development machine
+health:
+  checks:
+    - {name: slot-readable, file: $D/slots/rootfs-B.img}
+    - {name: settled, uptime: 1s, required: false}
+assessment:
+  deadline: 60s
+  retry_interval: 2s
+  committed_unit: ""
 YAML
-"$OTAGW" config validate "$D/otagw.yaml" >&2
+run "$OTAGW" config validate "$D/otagw.yaml" >&2
+run "$OTAGW" keygen --out "$D/keys" >&2
+run "$OTAGW" env set -c "$D/boot/fw_env.config" --lock "$D/run/fw_env.lock" -f "$D/boot/default-env.txt" otagw_demo 1 >&2
 
-steps() {
+say "power on: U-Boot runs boot.cmd on the environment"
+run "$OTAGW" sim boot --config "$D/otagw.yaml" >&2
+
+say "signed bundles for release 2.0.0 (and the old 1.0.0), served by a local update server"
+run "$OTAGW" bundle create --key "$D/keys/signing.key" --compatible otagw-demo-gateway --version 1.0.0 \
+	rootfs="$D/images/rootfs-1.0.0.img" -o "$D/www/gw-1.0.0.otagw" >&2
+run "$OTAGW" bundle create --key "$D/keys/signing.key" --compatible otagw-demo-gateway --version 2.0.0 \
+	rootfs="$D/images/rootfs-2.0.0.img" -o "$D/www/gw-2.0.0.otagw" >&2
+"$OTAGW" sim server --dir "$D/www" >"$D/run/server.url" &
+echo $! >"$D/run/server.pid"
+i=0; while [ ! -s "$D/run/server.url" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
+URL=$(sed "s,/$,," "$D/run/server.url")
+echo "update server: $URL" >&2
+
+DPID=""
+start_daemon() {
+	say "starting: otagw daemon --config demo/otagw.yaml (logs below)"
+	"$OTAGW" daemon --config "$D/otagw.yaml" --log-format console &
+	DPID=$!
+	echo $DPID >"$D/run/daemon.pid"
 	i=0
-	while [ ! -S "$D/run/otagw.sock" ]; do
+	until "$OTAGW" status --socket "$D/run/otagw.sock" >/dev/null 2>&1; do
 		i=$((i + 1)); [ $i -lt 100 ] || { echo "daemon did not come up" >&2; return 1; }
 		sleep 0.1
 	done
-	export OTAGW_SOCKET="$D/run/otagw.sock"
-	say "otagw status (from a second process)"
-	"$OTAGW" status
-	say "otagw status --json"
-	"$OTAGW" status --json | head -20
-	say "otagw reload (config re-read; an invalid file would be rejected and the old one kept)"
-	"$OTAGW" reload
 }
+stop_daemon() {
+	kill -TERM "$DPID" 2>/dev/null || true
+	wait "$DPID" 2>/dev/null || true
+}
+cleanup() {
+	stop_daemon
+	kill "$(cat "$D/run/server.pid")" 2>/dev/null || true
+}
+trap 'cleanup; exit 0' INT TERM
 
-say "starting: otagw daemon --config demo/otagw.yaml (Ctrl-C stops it)"
-"$OTAGW" daemon --config "$D/otagw.yaml" --log-format console &
-DPID=$!
-trap 'kill -TERM $DPID 2>/dev/null; wait $DPID; exit 0' INT TERM
-if steps; then
-	if [ "${DEMO_STAY:-}" = 0 ] || [ ! -t 0 ]; then
-		say "demo done; stopping the daemon"
-		kill -TERM $DPID
-	else
-		say "demo done; the daemon keeps running. Try: OTAGW_SOCKET=$D/run/otagw.sock $OTAGW status   (Ctrl-C to stop)"
-	fi
-else
-	kill -TERM $DPID
-	wait $DPID || true
-	exit 1
+export OTAGW_SOCKET="$D/run/otagw.sock"
+start_daemon
+say "otagw status (from a second process): slot A booted, release 1.0.0 running"
+run "$OTAGW" status
+
+say "install release 2.0.0 from the update server: every chunk verified before it is written"
+run "$OTAGW" install "$URL/gw-2.0.0.otagw"
+run "$OTAGW" status
+say "the U-Boot environment now boots B first, with 3 tries (read as fw_printenv would)"
+run "$OTAGW" env print -c "$D/boot/fw_env.config" --lock "$D/run/fw_env.lock" BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
+
+say "reboot into the new slot"
+stop_daemon
+run "$OTAGW" sim boot --config "$D/otagw.yaml" >&2
+start_daemon
+say "the daemon assesses the new release (health checks), then commits it"
+i=0
+until "$OTAGW" status --json | grep -q '"outcome"'; do i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.2; done
+run "$OTAGW" status
+run "$OTAGW" health
+
+say "the old release is now a downgrade and is refused"
+run "$OTAGW" install "$URL/gw-1.0.0.otagw" || true
+
+if [ "${DEMO_STAY:-}" = 0 ] || [ ! -t 0 ]; then
+	say "demo done; stopping"
+	cleanup
+	exit 0
 fi
-wait $DPID
+say "demo done; the daemon keeps running. Try: OTAGW_SOCKET=$D/run/otagw.sock bin/otagw status   (Ctrl-C stops it)"
+wait "$DPID"
+cleanup

@@ -257,3 +257,58 @@ func TestInstallKill9Resume(t *testing.T) {
 		t.Logf("%d starts resumed from a checkpoint", n)
 	}
 }
+
+// TestInstallRefusedLeavesBootAlone: through the daemon, a bundle refused
+// on its manifest leaves the boot environment byte for byte as it was; a
+// bundle with a bad chunk leaves the booted slot primary and the target
+// out of the boot order, reported not bootable, with the kind named.
+func TestInstallRefusedLeavesBootAlone(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t, 16<<20, "")
+	os.WriteFile(g.Env, []byte("BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n"), 0o644)
+	b := g.bundle(t, "2.0.0", testImage(4<<20))
+	good, _ := os.ReadFile(b)
+	d := g.startDaemonHere(t)
+
+	envBefore, _ := os.ReadFile(g.Env)
+	manifestFlip := append([]byte(nil), good...)
+	manifestFlip[100] ^= 0x04 // inside the signed manifest
+	p := filepath.Join(g.Dir, "manifest-flip.otagw")
+	os.WriteFile(p, manifestFlip, 0o644)
+	_, e, code := otagw(t, nil, "install", "--socket", g.Socket, p)
+	if code == 0 {
+		t.Fatal("a bundle with a flipped manifest bit was installed")
+	}
+	if envAfter, _ := os.ReadFile(g.Env); !bytes.Equal(envBefore, envAfter) {
+		t.Errorf("refused bundle changed the boot environment:\n%s\n->\n%s\n(%s)", envBefore, envAfter, e)
+	}
+	if st := statusOf(t, g.Socket); st.LastError == nil || st.LastError.Kind == "" {
+		t.Errorf("status does not name the refusal: %+v", st.LastError)
+	}
+
+	chunkFlip := append([]byte(nil), good...)
+	chunkFlip[len(chunkFlip)-1000] ^= 0x01 // in the last payload chunk
+	p = filepath.Join(g.Dir, "chunk-flip.otagw")
+	os.WriteFile(p, chunkFlip, 0o644)
+	_, e, code = otagw(t, nil, "install", "--socket", g.Socket, p)
+	if code == 0 || !strings.Contains(e, "hash-mismatch") {
+		t.Fatalf("bad chunk: exit %d: %s", code, e)
+	}
+	st := statusOf(t, g.Socket)
+	a, bs := slot(st, "A"), slot(st, "B")
+	if !a.Primary || !a.Booted || bs.Primary || bs.State != "bad" || !strings.Contains(bs.Note, "not bootable") {
+		t.Errorf("after a bad chunk: A %+v, B %+v", a, bs)
+	}
+	if st.LastError == nil || st.LastError.Kind != "hash-mismatch" {
+		t.Errorf("last error: %+v", st.LastError)
+	}
+	d.stop(t)
+}
+
+func (g *gateway) startDaemonHere(t *testing.T) *daemonProc {
+	t.Helper()
+	ns := newNotifySocket(t, t.TempDir())
+	d := startDaemon(t, g.Config, "NOTIFY_SOCKET="+ns.Path)
+	ns.wait(t, "READY", "1", 30*time.Second)
+	return d
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -15,6 +16,8 @@ import (
 	"github.com/otagw/otagw/internal/config"
 	"github.com/otagw/otagw/internal/sign"
 	"github.com/otagw/otagw/rootfs"
+	"github.com/otagw/otagw/rootfs/bundle"
+	"github.com/otagw/otagw/rootfs/source"
 )
 
 // installPart streams bundles into the inactive slot, in RAUC's order:
@@ -195,8 +198,16 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		code, kind := http.StatusConflict, "busy"
 		if !errors.Is(err, api.ErrBusy) {
 			code, kind = http.StatusPreconditionFailed, errorKind(err)
+			// Refused before anything was written: the slots and the boot
+			// environment are unchanged; say why everywhere.
+			var rec installRecord
+			p.d.loadPart(installPartName, &rec)
+			rec.LastError, rec.LastKind = err.Error(), kind
+			p.d.savePart(installPartName, &rec)
+			p.d.log.Error("install refused", zap.String("kind", kind), zap.Error(err))
+			p.d.setMessage("install refused (" + kind + "): " + err.Error())
 		}
-		api.WriteError(w, code, kind, err.Error())
+		api.WriteError(w, code, kind, kind+": "+err.Error())
 		return
 	}
 	p.follow(w, r, job)
@@ -255,6 +266,16 @@ func (p *installPart) begin(src string, resume bool) (*installJob, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.d.mu.Lock()
+	minV, minSC := p.d.st.MinVersion, p.d.st.SecurityCounter
+	p.d.mu.Unlock()
+	policy := rootfs.Policy{Compatible: cfg.Update.Compatible, Threshold: cfg.Update.Threshold,
+		MinVersion: minV, MinSecurityCounter: minSC, AllowDowngrade: cfg.Update.AllowDowngrade}
+	// Signatures, compatible and version policy first: a bundle that is
+	// refused must not change the boot environment at all.
+	if err := checkHead(p.ctx, src, cfg.Rootfs.Source, kr, policy); err != nil {
+		return nil, err
+	}
 	var rec installRecord
 	p.d.loadPart(installPartName, &rec)
 	var cp *rootfs.Checkpoint
@@ -279,17 +300,13 @@ func (p *installPart) begin(src string, resume bool) (*installJob, error) {
 	if err := p.d.savePart(installPartName, &rec); err != nil {
 		return nil, err
 	}
-	p.d.mu.Lock()
-	minV, minSC := p.d.st.MinVersion, p.d.st.SecurityCounter
-	p.d.mu.Unlock()
 	req := rootfs.Request{
 		Source:  src,
 		Keyring: kr,
-		Policy: rootfs.Policy{Compatible: cfg.Update.Compatible, Threshold: cfg.Update.Threshold,
-			MinVersion: minV, MinSecurityCounter: minSC, AllowDowngrade: cfg.Update.AllowDowngrade},
-		Booted: booted,
-		Resume: cp,
-		MCUDir: filepath.Join(cfg.Daemon.StateDir, "mcu-payloads"),
+		Policy:  policy,
+		Booted:  booted,
+		Resume:  cp,
+		MCUDir:  filepath.Join(cfg.Daemon.StateDir, "mcu-payloads"),
 	}
 	job := &installJob{source: src, done: make(chan struct{})}
 	req.OnProgress = func(pr rootfs.Progress) {
@@ -360,6 +377,28 @@ func (p *installPart) finish(job *installJob, rec *installRecord, res *rootfs.Re
 	p.d.log.Info("install complete", zap.String("version", v), zap.String("slot", rec.Bootname))
 	p.d.setState("installed", fmt.Sprintf("release %s verified in slot %s; it boots next (%d tries)", v, rec.Bootname, tries))
 	job.publish(api.InstallEvent{Type: "done", Version: v, Slot: rec.Bootname, Bundle: res.Bundle})
+}
+
+// checkHead reads only the bundle's header and signed manifest and applies
+// the policy. The installer checks them again as it streams.
+func checkHead(ctx context.Context, src string, o source.Options, kr *sign.Keyring, pol rootfs.Policy) error {
+	s, err := source.New(src, o)
+	if err != nil {
+		return err
+	}
+	rc, err := s.Open(ctx, 0)
+	if err != nil {
+		return fmt.Errorf("bundle %s: %w", src, err)
+	}
+	defer rc.Close()
+	h, err := bundle.ReadHead(rc, kr, pol.Threshold)
+	if err != nil {
+		return fmt.Errorf("bundle %s: %w", src, err)
+	}
+	if err := pol.Check(h.Manifest, time.Now()); err != nil {
+		return fmt.Errorf("bundle %s: %w", src, err)
+	}
+	return nil
 }
 
 // errorKind names an install error for the API, logs and the CLI.
