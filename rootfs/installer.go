@@ -146,9 +146,16 @@ type MCUResult struct {
 
 // Result is a completed install.
 type Result struct {
-	Bundle   string           `json:"bundle"`
-	Source   string           `json:"source"`
-	Manifest *bundle.Manifest `json:"manifest"`
+	Bundle string `json:"bundle"` // bundle digest (hex sha256 of the signed manifest)
+	Source string `json:"source"`
+	// From the verified manifest: what the daemon stores on commit.
+	Version         string `json:"version"`
+	MinVersion      string `json:"min_version,omitempty"`
+	SecurityCounter uint64 `json:"security_counter,omitempty"`
+	Compatible      string `json:"compatible"`
+	// Manifest is the whole verified manifest (chunk tables included, so
+	// it is left out of JSON).
+	Manifest *bundle.Manifest `json:"-"`
 	Slots    []SlotResult     `json:"slots"`
 	MCU      []MCUResult      `json:"mcu,omitempty"`
 }
@@ -221,7 +228,8 @@ func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) 
 		}
 		return nil, fmt.Errorf("bundle %s: %d bytes, manifest declares %d: %w", src, size, h.Size(), kind)
 	}
-	res := &Result{Bundle: h.ID(), Source: src.String(), Manifest: m}
+	res := &Result{Bundle: h.ID(), Source: src.String(), Manifest: m, Version: m.Version, MinVersion: m.MinVersion,
+		SecurityCounter: m.SecurityCounter, Compatible: m.Compatible}
 	if r := req.Resume; r != nil && (r.Bundle != res.Bundle || m.Payload(r.Payload) == nil || r.Next < 0 || r.Next > len(m.Payload(r.Payload).Chunks)) {
 		return nil, fmt.Errorf("resume bundle %s payload %q chunk %d with %s: %w", r.Bundle, r.Payload, r.Next, res.Bundle, ErrResume)
 	}

@@ -188,8 +188,15 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 	// Read-back: follows the synced watermark from byte 0.
 	synced := make(chan int64, n+2)
 	rbDone := make(chan error, 1)
+	var directRead *os.File // the read-back bypasses the cache too, where it can
+	if s.Block {
+		if d, err := os.OpenFile(s.Path, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+			directRead = d
+			defer directRead.Close()
+		}
+	}
 	go func() {
-		rbDone <- in.readBack(ctx, f, s, p, synced)
+		rbDone <- in.readBack(ctx, f, directRead, s, p, synced)
 	}()
 
 	// Block devices are written with O_DIRECT where the kernel allows it
@@ -268,10 +275,11 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 	return sr, nil
 }
 
-// readBack hashes the slot from byte 0 up to each synced watermark, dropping
-// those pages from the cache first so the bytes come from the device, and
-// compares the whole payload's sha256 once the last one arrives.
-func (in *Installer) readBack(ctx context.Context, f *os.File, s *Slot, p *bundle.Payload, synced <-chan int64) error {
+// readBack hashes the slot from byte 0 up to each synced watermark, with
+// O_DIRECT reads where it can and after dropping those pages from the cache
+// otherwise, so the bytes come from the device, and compares the whole
+// payload's sha256 once the last one arrives.
+func (in *Installer) readBack(ctx context.Context, f, direct *os.File, s *Slot, p *bundle.Payload, synced <-chan int64) error {
 	hsh := sha256.New()
 	buf := alignedBuf(128 << 10)
 	var done int64
@@ -285,7 +293,11 @@ func (in *Installer) readBack(ctx context.Context, f *os.File, s *Slot, p *bundl
 		}
 		for done < wm {
 			b := buf[:min(int64(len(buf)), wm-done)]
-			if _, err := f.ReadAt(b, done); err != nil {
+			r := f
+			if direct != nil && done%directAlign == 0 && len(b)%directAlign == 0 {
+				r = direct
+			}
+			if _, err := r.ReadAt(b, done); err != nil {
 				failed = &IOError{Slot: s.Name, Device: s.Path, Op: fmt.Sprintf("read back at %d", done), Err: err}
 				break
 			}

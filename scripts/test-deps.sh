@@ -15,6 +15,8 @@ qemu-system-arm:/usr/bin/qemu-system-aarch64
 u-boot-qemu:/usr/lib/u-boot/qemu_arm64/u-boot.bin
 cpio:/usr/bin/cpio
 util-linux:/usr/sbin/losetup
+e2fsprogs:/usr/sbin/mkfs.ext4
+time:/usr/bin/time
 "
 
 missing=""

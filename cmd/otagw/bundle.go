@@ -191,6 +191,15 @@ func bundlePrintPayloads(w io.Writer, m *bundle.Manifest) {
 	}
 }
 
+// bundleOpen opens a bundle file or http(s):// URL from its start.
+func bundleOpen(ctx context.Context, loc string) (io.ReadCloser, error) {
+	src, err := source.New(loc, source.DefaultOptions())
+	if err != nil {
+		return nil, err
+	}
+	return src.Open(ctx, 0)
+}
+
 func bundleKeyring(dir string) (*sign.Keyring, error) {
 	if dir == "" {
 		return nil, nil
@@ -209,7 +218,7 @@ func runBundleInfo(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return 2
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: otagw bundle info BUNDLE [--keyring DIR [--threshold N]] [--json]")
+		fmt.Fprintln(stderr, "usage: otagw bundle info BUNDLE|URL [--keyring DIR [--threshold N]] [--json]")
 		return 2
 	}
 	kr, err := bundleKeyring(*keyring)
@@ -217,7 +226,7 @@ func runBundleInfo(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "otagw bundle info: %v\n", err)
 		return 1
 	}
-	f, err := os.Open(pos[0])
+	f, err := bundleOpen(ctx, pos[0])
 	if err != nil {
 		fmt.Fprintf(stderr, "otagw bundle info: %v\n", err)
 		return 1
@@ -270,7 +279,7 @@ func runBundleVerify(ctx context.Context, args []string, stdout, stderr io.Write
 		return 2
 	}
 	if len(pos) != 1 || *keyring == "" {
-		fmt.Fprintln(stderr, "usage: otagw bundle verify BUNDLE --keyring DIR [--threshold N] [--json]")
+		fmt.Fprintln(stderr, "usage: otagw bundle verify BUNDLE|URL --keyring DIR [--threshold N] [--json]")
 		return 2
 	}
 	kr, err := bundleKeyring(*keyring)
@@ -278,7 +287,7 @@ func runBundleVerify(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "otagw bundle verify: %v\n", err)
 		return 1
 	}
-	f, err := os.Open(pos[0])
+	f, err := bundleOpen(ctx, pos[0])
 	if err != nil {
 		fmt.Fprintf(stderr, "otagw bundle verify: %v\n", err)
 		return 1

@@ -7,11 +7,12 @@
 //
 //	h, err := bundle.ReadHead(r, keyring, threshold) // header, manifest, signatures; verified when keyring != nil
 //	dec := bundle.NewDecoder()
-//	for i, c := range h.Manifest.Payloads[0].Chunks {
-//		stored, _ := bundle.ReadStored(r, c, buf)     // the chunk's bytes as stored
-//		plain, err := dec.Chunk(p, i, stored, dst)  // decompressed and checked against the signed hash
+//	p := &h.Manifest.Payloads[0]
+//	for i := range p.Chunks {
+//		stored, err := bundle.ReadStored(r, p, i, buf) // the chunk's bytes as stored
+//		plain, err := dec.Chunk(p, i, stored, dst)    // decompressed and checked against the signed hash
 //	}
-//	err = bundle.Verify(ctx, r, keyring, threshold, nil) // or all of it at once, trailing bytes included
+//	h, err = bundle.Verify(ctx, r, keyring, threshold, nil) // or all of it at once, trailing bytes included
 //
 // Writing (the `otagw bundle create` verb):
 //
@@ -40,7 +41,7 @@ const (
 	MaxSignatures   = 16
 	MinChunkSize    = 4 << 10
 	MaxChunkSize    = 64 << 20
-	DefaultChunk    = 512 << 10 // an installer holds about 6 chunks in memory
+	DefaultChunk    = 256 << 10 // an installer holds about 6 chunks in memory
 	MaxPayloads     = 64
 	maxPayloadSize  = 1 << 50
 )
