@@ -352,6 +352,24 @@ func (p *installPart) finish(job *installJob, rec *installRecord, res *rootfs.Re
 		p.d.log.Warn("install interrupted by shutdown; will resume at next start", zap.String("slot", rec.Bootname))
 		return
 	}
+	var ce *rootfs.ChunkError
+	if err != nil && rec.Checkpoint != nil && rec.Resumes > 0 &&
+		(errors.Is(err, rootfs.ErrResume) || (errors.As(err, &ce) && ce.Index < 0)) {
+		// The checkpoint does not fit the bundle any more, or the slot's
+		// earlier chunks did not survive: start over from chunk 0, once.
+		p.d.log.Warn("resume failed; starting the install over", zap.Error(err))
+		rec.Checkpoint, rec.Resumes = nil, resumeAttempts
+		p.d.savePart(installPartName, rec)
+		src := rec.Source
+		go func() {
+			<-job.done
+			if _, err := p.begin(src, false); err != nil {
+				p.d.log.Error("restarting the install", zap.Error(err))
+			}
+		}()
+		job.publish(api.InstallEvent{Type: "error", Kind: "resume-mismatch", Error: "resume failed, the install starts over: " + err.Error()})
+		return
+	}
 	if err != nil {
 		kind := errorKind(err)
 		rec.Active = false
