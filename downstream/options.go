@@ -1,0 +1,160 @@
+// Package downstream is the gateway's MCU fleet: the buses MCUs hang off,
+// the devices on them, and (in subpackages) transports, reset strategies,
+// the STM32 ROM bootloader client, the signed MCU package format, device
+// simulators and the fan-out engine that updates the fleet.
+//
+//	opts := downstream.DefaultOptions()      // filled from the "downstream:" YAML section
+//	if err := opts.Validate(); err != nil { ... }
+//	eng, _ := fanout.New(opts, store, log)   // store: the daemon's state, or fanout.FileStore
+//	pkg, _ := mcupkg.Open(file, keyring, 1)
+//	results := eng.Run(ctx, pkg, nil, onEvent) // nil: every device the package targets
+package downstream
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/otagw/otagw/downstream/reset"
+	"github.com/otagw/otagw/downstream/stm32"
+)
+
+// ProtocolSTM32UART is the STM32 ROM bootloader over USART (AN3155).
+const ProtocolSTM32UART = "stm32-uart"
+
+// Bus is one physical connection (a UART) with its line settings.
+type Bus struct {
+	Name     string `yaml:"name" json:"name"`
+	Protocol string `yaml:"protocol" json:"protocol"` // stm32-uart
+	Port     string `yaml:"port" json:"port"`         // /dev/ttyS1
+	Baud     int    `yaml:"baud" json:"baud"`         // default 115200
+	Parity   string `yaml:"parity" json:"parity"`     // even (default), none, odd
+	// Reset is the default strategy for the bus's devices: manual, dtr-rts,
+	// or gpio:CHIP:BOOT0LINE:NRSTLINE.
+	Reset string `yaml:"reset" json:"reset"`
+}
+
+// Device is one MCU.
+type Device struct {
+	Name      string `yaml:"name" json:"name"`
+	Bus       string `yaml:"bus" json:"bus"`
+	Family    string `yaml:"family" json:"family"`         // e.g. F1; must match the package
+	ProductID uint16 `yaml:"product_id" json:"product_id"` // e.g. 0x410; must match the package and the part
+	HWRev     string `yaml:"hw_rev" json:"hw_rev,omitempty"`
+	// VersionHeader is the flash address of an MCUboot image header to read
+	// the running version from (0 = none: use the last recorded version).
+	VersionHeader uint32 `yaml:"version_header" json:"version_header,omitempty"`
+	// MinVersion refuses packages older than this, in addition to the
+	// minimum recorded for the device.
+	MinVersion string `yaml:"min_version" json:"min_version,omitempty"`
+	// Precondition is a shell command run before flashing; a non-zero exit
+	// postpones the device (e.g. battery too low). OTAGW_DEVICE and
+	// OTAGW_VERSION are set in its environment.
+	Precondition string `yaml:"precondition" json:"precondition,omitempty"`
+	// Reset overrides the bus's reset strategy (devices sharing a UART need
+	// their own BOOT0/NRST lines).
+	Reset string `yaml:"reset" json:"reset,omitempty"`
+}
+
+// Options is the "downstream:" configuration section.
+type Options struct {
+	Buses   []Bus    `yaml:"buses"`
+	Devices []Device `yaml:"devices"`
+	// Attempts per device for transient failures (line errors, timeouts).
+	Attempts int `yaml:"attempts"`
+	// Backoff before the second attempt; doubled each time up to MaxBackoff.
+	Backoff    time.Duration `yaml:"backoff"`
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// PreconditionTimeout bounds a precondition hook.
+	PreconditionTimeout time.Duration `yaml:"precondition_timeout"`
+	STM32               stm32.Options `yaml:"stm32"`
+	Reset               reset.Options `yaml:"reset_timing"`
+}
+
+// DefaultOptions has no buses or devices and the protocol defaults.
+func DefaultOptions() Options {
+	return Options{
+		Attempts:            4,
+		Backoff:             2 * time.Second,
+		MaxBackoff:          time.Minute,
+		PreconditionTimeout: 30 * time.Second,
+		STM32:               stm32.DefaultOptions(),
+		Reset:               reset.DefaultOptions(),
+	}
+}
+
+// Validate checks names, references and settings; errors name the entry.
+func (o Options) Validate() error {
+	var errs []error
+	buses := map[string]bool{}
+	for i, b := range o.Buses {
+		at := fmt.Sprintf("downstream.buses[%d]", i)
+		if b.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: empty", at))
+		} else if buses[b.Name] {
+			errs = append(errs, fmt.Errorf("%s.name: bus %q defined twice", at, b.Name))
+		}
+		buses[b.Name] = true
+		if b.Protocol != ProtocolSTM32UART {
+			errs = append(errs, fmt.Errorf("%s.protocol: %q: supported: %s", at, b.Protocol, ProtocolSTM32UART))
+		}
+		if b.Port == "" {
+			errs = append(errs, fmt.Errorf("%s.port: empty", at))
+		}
+		switch b.Parity {
+		case "", "even", "none", "odd":
+		default:
+			errs = append(errs, fmt.Errorf("%s.parity: %q: want even, none or odd", at, b.Parity))
+		}
+		if b.Baud < 0 {
+			errs = append(errs, fmt.Errorf("%s.baud: negative", at))
+		}
+		if _, err := reset.Parse(b.Reset, nil, o.Reset); err != nil && !errors.Is(err, reset.ErrNoLines) {
+			errs = append(errs, fmt.Errorf("%s.reset: %w", at, err))
+		}
+	}
+	devs := map[string]bool{}
+	for i, d := range o.Devices {
+		at := fmt.Sprintf("downstream.devices[%d]", i)
+		if d.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: empty", at))
+		} else if devs[d.Name] {
+			errs = append(errs, fmt.Errorf("%s.name: device %q defined twice", at, d.Name))
+		}
+		devs[d.Name] = true
+		if !buses[d.Bus] {
+			errs = append(errs, fmt.Errorf("%s.bus: no bus named %q", at, d.Bus))
+		}
+		if d.ProductID == 0 || d.ProductID > 0xFFF {
+			errs = append(errs, fmt.Errorf("%s.product_id: 0x%x is not a 12-bit STM32 product ID", at, d.ProductID))
+		}
+		if d.Family == "" {
+			errs = append(errs, fmt.Errorf("%s.family: empty", at))
+		}
+		if d.Reset != "" {
+			if _, err := reset.Parse(d.Reset, nil, o.Reset); err != nil && !errors.Is(err, reset.ErrNoLines) {
+				errs = append(errs, fmt.Errorf("%s.reset: %w", at, err))
+			}
+		}
+	}
+	if o.Attempts < 1 {
+		errs = append(errs, errors.New("downstream.attempts: must be at least 1"))
+	}
+	if o.Backoff < 0 || o.MaxBackoff < 0 || o.PreconditionTimeout < 0 {
+		errs = append(errs, errors.New("downstream: negative duration"))
+	}
+	if err := o.STM32.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("downstream.stm32: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// BusByName finds a bus.
+func (o Options) BusByName(name string) (Bus, bool) {
+	for _, b := range o.Buses {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Bus{}, false
+}

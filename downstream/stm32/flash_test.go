@@ -1,0 +1,262 @@
+package stm32_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/otagw/otagw/downstream/link/linktest"
+	"github.com/otagw/otagw/downstream/stm32"
+	"github.com/otagw/otagw/downstream/stm32/chips"
+	"github.com/otagw/otagw/downstream/stm32sim"
+)
+
+func fastOptions() stm32.Options {
+	o := stm32.DefaultOptions()
+	o.ByteTimeout = 25 * time.Millisecond
+	o.WriteTimeout = 50 * time.Millisecond
+	o.PageEraseTimeout = 20 * time.Millisecond
+	o.MassEraseTimeout = 200 * time.Millisecond
+	return o
+}
+
+func start(t *testing.T, chip *chips.Chip, so stm32sim.Options) (*stm32sim.Sim, *stm32.Client) {
+	t.Helper()
+	host, dev := linktest.Pipe()
+	sim := stm32sim.New(chip, so)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sim.Serve(ctx, dev); close(done) }()
+	t.Cleanup(func() { cancel(); host.Close(); <-done })
+	return sim, stm32.New(host, fastOptions())
+}
+
+func image(seed int64, n int) []byte {
+	p := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(p)
+	return p
+}
+
+// TestFlashEveryChip flashes an image that straddles page boundaries into
+// every chip of the database, reads it back through the client, and checks
+// that flash outside the erased pages is untouched.
+func TestFlashEveryChip(t *testing.T) {
+	for _, chip := range chips.All() {
+		t.Run(fmt.Sprintf("%03x", chip.PID), func(t *testing.T) {
+			t.Parallel()
+			sim, c := start(t, chip, stm32sim.Options{})
+			ctx := context.Background()
+			// mark all flash as programmed with a pattern so erases show
+			fill := bytes.Repeat([]byte{0xA5}, int(chip.FlashSize()))
+			sim.Program(chip.FlashStart, fill)
+			p1 := chip.Pages()[1]
+			addr := p1.Addr + p1.Size - 1000 // straddles page 1 / page 2
+			img := image(int64(chip.PID), 3000+int(chip.PID%7))
+			if err := c.Init(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if c.Info().PID != chip.PID {
+				t.Fatalf("PID = 0x%03x, want 0x%03x", c.Info().PID, chip.PID)
+			}
+			f, err := stm32.NewFlasher(c, chip, []stm32.Segment{{Addr: addr, Data: img}}, fastOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Run(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			var back []byte
+			for a := addr; a < addr+uint32(len(img)); a += 256 {
+				n := min(256, int(addr+uint32(len(img))-a))
+				p, err := c.ReadMemory(ctx, a, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				back = append(back, p...)
+			}
+			if !bytes.Equal(back, img) {
+				t.Fatal("read-back differs from the image")
+			}
+			flash := sim.Flash()
+			pages := f.Pages()
+			ps := chip.Pages()
+			lo := ps[pages[0]].Addr - chip.FlashStart
+			hi := ps[pages[len(pages)-1]].Addr + ps[pages[len(pages)-1]].Size - chip.FlashStart
+			if !bytes.Equal(flash[:lo], fill[:lo]) || !bytes.Equal(flash[hi:], fill[hi:]) {
+				t.Fatal("flash outside the erased pages changed")
+			}
+			if st := sim.Stats(); st.Commands[0xFF] != 0 || st.PagesErased != len(pages) {
+				t.Errorf("erased %d pages, want %d", st.PagesErased, len(pages))
+			}
+			if err := c.Go(ctx, chip.FlashStart); err != nil {
+				t.Fatal(err)
+			}
+			if run, at := sim.Running(); !run || at != chip.FlashStart {
+				t.Errorf("after Go: running=%v at 0x%x", run, at)
+			}
+		})
+	}
+}
+
+// TestFaultInjection flashes through 5% NACKs, one corrupted byte per KiB
+// and one disconnect mid-write, over many seeds. Every run must end either
+// with the image in flash (checked against the simulator, not the client)
+// or with an error; never success with wrong content.
+func TestFaultInjection(t *testing.T) {
+	seeds := 32
+	if testing.Short() {
+		seeds = 8
+	}
+	var ok, failed atomic.Int32
+	t.Run("seeds", func(t *testing.T) {
+		for seed := int64(1); seed <= int64(seeds); seed++ {
+			t.Run(fmt.Sprint(seed), func(t *testing.T) {
+				t.Parallel()
+				chip, _ := chips.Lookup([]uint16{0x410, 0x413, 0x460}[seed%3])
+				img := image(seed, 6*1024+int(seed*13))
+				sim, c := start(t, chip, stm32sim.Options{Seed: seed, Faults: stm32sim.Faults{
+					NACK: 0.05, CorruptPerKiB: 1, DisconnectAfter: 1200 + seed*97,
+				}})
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				var err error
+				var f *stm32.Flasher
+				for attempt := 0; attempt < 5; attempt++ { // the fan-out engine's outer retries
+					if err = c.Init(ctx); err != nil {
+						continue
+					}
+					if f == nil {
+						if f, err = stm32.NewFlasher(c, chip, []stm32.Segment{{Addr: chip.FlashStart, Data: img}}, fastOptions()); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if err = f.Run(ctx, nil); err == nil {
+						break
+					}
+				}
+				got := sim.Flash()[:len(img)]
+				if err == nil {
+					if !bytes.Equal(got, img) {
+						t.Fatalf("Run succeeded but the simulator's flash differs from the image (seed %d)", seed)
+					}
+					ok.Add(1)
+				} else {
+					if errors.Is(err, context.DeadlineExceeded) {
+						t.Fatalf("flashing did not end: %v", err)
+					}
+					t.Logf("seed %d failed cleanly: %v", seed, err)
+					failed.Add(1)
+				}
+				st := sim.Stats()
+				if st.Injected.NACKs == 0 || st.Injected.Disconnects != 1 {
+					t.Errorf("faults not injected: %+v", st.Injected)
+				}
+			})
+		}
+	})
+	t.Logf("%d seeds succeeded, %d failed with a reason", ok.Load(), failed.Load())
+	if ok.Load() == 0 {
+		t.Error("no seed succeeded: the retry logic is not doing its job")
+	}
+}
+
+func TestCRCVerifyAndMassErase(t *testing.T) {
+	chip, _ := chips.Lookup(0x460) // G0: lists 0xA1
+	sim, c := start(t, chip, stm32sim.Options{})
+	ctx := context.Background()
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o := fastOptions()
+	o.Verify, o.MassErase = "crc", true
+	img := image(3, 5000)
+	f, err := stm32.NewFlasher(c, chip, []stm32.Segment{{Addr: chip.FlashStart + 2048, Data: img}}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Run(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	st := sim.Stats()
+	if st.Commands[0xA1] == 0 || st.Commands[0x11] != 0 {
+		t.Errorf("CRC verify: commands %v; want 0xA1 and no read-back", st.Commands)
+	}
+	if st.PagesErased != len(chip.Pages()) {
+		t.Errorf("mass erase erased %d pages", st.PagesErased)
+	}
+	if !bytes.Equal(sim.Flash()[2048:2048+len(img)], img) {
+		t.Fatal("flash differs")
+	}
+}
+
+func TestOutOfFlashRefused(t *testing.T) {
+	chip, _ := chips.Lookup(0x412)
+	_, err := stm32.NewFlasher(nil, chip, []stm32.Segment{{Addr: chip.FlashEnd - 16, Data: make([]byte, 32)}}, fastOptions())
+	if !errors.Is(err, chips.ErrOutOfFlash) {
+		t.Fatalf("NewFlasher beyond flash = %v; want ErrOutOfFlash", err)
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	got := stm32.Normalize([]stm32.Segment{{Addr: 10, Data: []byte{1, 2}}, {Addr: 1, Data: []byte{9}}, {Addr: 100, Data: []byte{7}}, {Addr: 101, Data: []byte{8}}})
+	want := []stm32.Segment{{Addr: 0, Data: []byte{0xFF, 9, 0xFF, 0xFF}}, {Addr: 8, Data: []byte{0xFF, 0xFF, 1, 2}}, {Addr: 100, Data: []byte{7, 8, 0xFF, 0xFF}}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Normalize = %v\nwant %v", got, want)
+	}
+}
+
+func FuzzParseReplies(f *testing.F) {
+	f.Add([]byte{11, 0x22, 0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x43, 0x63, 0x73, 0x82, 0x92, 0x79})
+	f.Add([]byte{1, 0x04, 0x10, 0x79})
+	f.Add([]byte{0})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if v, cmds, err := stm32.ParseGet(p); err == nil && (len(cmds) != int(p[0]) || v != p[1]) {
+			t.Fatalf("ParseGet(% x) = %x, % x", p, v, cmds)
+		}
+		if pid, err := stm32.ParseID(p); err == nil && pid != uint16(p[1])<<8|uint16(p[2]) {
+			t.Fatalf("ParseID(% x) = %x", p, pid)
+		}
+	})
+}
+
+// TestResume: a Run that gives up after a disconnect mid-write is resumed
+// by the next Run from the last verified block: no page is erased twice
+// and no verified block is written again.
+func TestResume(t *testing.T) {
+	chip, _ := chips.Lookup(0x410)
+	img := image(9, 16*1024)
+	sim, c := start(t, chip, stm32sim.Options{Faults: stm32sim.Faults{DisconnectAfter: 8000}})
+	ctx := context.Background()
+	o := fastOptions()
+	o.MaxRetries = 0
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f, err := stm32.NewFlasher(c, chip, []stm32.Segment{{Addr: chip.FlashStart, Data: img}}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = f.Run(ctx, nil)
+	if !errors.Is(err, stm32.ErrRetries) {
+		t.Fatalf("first Run = %v; want ErrRetries (no retries allowed)", err)
+	}
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Run(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	st := sim.Stats()
+	blocks := len(img) / 256
+	if st.PagesErased != len(f.Pages()) || st.Commands[stm32.CmdWriteMemory] > blocks+1 {
+		t.Fatalf("resume redid work: %d pages erased (want %d), %d writes for %d blocks", st.PagesErased, len(f.Pages()), st.Commands[stm32.CmdWriteMemory], blocks)
+	}
+	if !bytes.Equal(sim.Flash()[:len(img)], img) {
+		t.Fatal("flash differs")
+	}
+}
