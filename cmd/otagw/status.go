@@ -67,16 +67,7 @@ func printStatus(w io.Writer, st api.Status) {
 	}
 	if len(st.MCUs) > 0 {
 		fmt.Fprintln(w, "\nMCUs:")
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  DEVICE\tBUS\tVERSION\tLAST RESULT")
-		for _, m := range st.MCUs {
-			res := orDash(m.Result)
-			if m.Reason != "" {
-				res += " (" + m.Reason + ")"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", m.Name, m.Bus, orDash(m.Version), res)
-		}
-		tw.Flush()
+		printMCUs(w, st.MCUs)
 	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "\nWARNING: %s\n", warn)
@@ -88,4 +79,21 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func printMCUs(w io.Writer, mcus []api.MCUStatus) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  DEVICE\tBUS\tVERSION\tMINIMUM\tLAST RESULT\tRETRIES\tAT")
+	for _, m := range mcus {
+		res := orDash(m.Result)
+		if m.Reason != "" {
+			res += " (" + m.Reason + ")"
+		}
+		at := "-"
+		if !m.At.IsZero() {
+			at = m.At.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\n", m.Name, m.Bus, orDash(m.Version), orDash(m.MinVersion), res, m.Retries, at)
+	}
+	tw.Flush()
 }

@@ -48,12 +48,29 @@ type Release struct {
 
 // MCUStatus is one downstream device.
 type MCUStatus struct {
-	Name    string    `json:"name"`
-	Bus     string    `json:"bus"`
-	Version string    `json:"version,omitempty"`
-	Result  string    `json:"result,omitempty"` // Success, NotNeeded, Postponed, Failed
-	Reason  string    `json:"reason,omitempty"`
-	At      time.Time `json:"at,omitempty"`
+	Name       string    `json:"name"`
+	Bus        string    `json:"bus"`
+	Version    string    `json:"version,omitempty"`
+	MinVersion string    `json:"min_version,omitempty"`
+	Result     string    `json:"result,omitempty"` // success, not-needed, postponed, failed
+	Reason     string    `json:"reason,omitempty"`
+	Retries    int       `json:"retries,omitempty"`
+	At         time.Time `json:"at,omitzero"`
+}
+
+// MCUFlashRequest is the body of POST /v1/mcu/flash.
+type MCUFlashRequest struct {
+	Package string   `json:"package"` // absolute path of a signed MCU package
+	Devices []string `json:"devices,omitempty"`
+	All     bool     `json:"all,omitempty"` // every configured device the package targets
+}
+
+// MCUEvent is one line of POST /v1/mcu/flash's answer.
+type MCUEvent struct {
+	Type    string `json:"type"`            // event, done, error
+	Event   any    `json:"event,omitempty"` // a downstream/fanout.Event
+	Results any    `json:"results,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // LastError is the last failed operation, named by kind.

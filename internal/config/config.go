@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/otagw/otagw/abboot"
+	"github.com/otagw/otagw/downstream"
 	"github.com/otagw/otagw/rootfs"
 	"github.com/otagw/otagw/watchdog"
 	"github.com/otagw/otagw/watchdog/assess"
@@ -40,6 +41,8 @@ type Config struct {
 	Watchdog   watchdog.Options `yaml:"watchdog" json:"watchdog"`
 	Health     health.Options   `yaml:"health" json:"health"`
 	Assessment assess.Options   `yaml:"assessment" json:"assessment"`
+
+	Downstream downstream.Options `yaml:"downstream" json:"downstream"`
 }
 
 // Update is the bundle acceptance policy and how installs run.
@@ -101,6 +104,7 @@ func Default() Config {
 		Watchdog:   watchdog.DefaultOptions(),
 		Health:     health.DefaultOptions(),
 		Assessment: assess.DefaultOptions(),
+		Downstream: downstream.DefaultOptions(),
 	}
 }
 

@@ -289,6 +289,14 @@ func (h *healthPart) run(pending bool) {
 	switch res.Outcome {
 	case assess.Committed:
 		d.setState("idle", "release committed in slot "+res.Slot)
+		// MCU firmware shipped with the release fans out after the commit.
+		if m := d.mcuPart(); m != nil {
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.flashPayloads()
+			}()
+		}
 	case assess.CommitFailed:
 		d.setState("idle", "checks passed but the commit failed: "+a.Error)
 	case assess.RolledBack:

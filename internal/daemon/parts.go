@@ -32,7 +32,7 @@ type part interface {
 
 // newParts lists the parts in start order.
 func newParts() []part {
-	return []part{&bootPart{}, &installPart{}, &healthPart{}}
+	return []part{&bootPart{}, &installPart{}, &healthPart{}, &mcuPart{}}
 }
 
 // bootPart returns the boot selection part.
@@ -43,6 +43,16 @@ func (d *Daemon) bootPart() *bootPart {
 		}
 	}
 	panic("daemon: no boot part")
+}
+
+// mcuPart returns the MCU fan-out part.
+func (d *Daemon) mcuPart() *mcuPart {
+	for _, p := range d.parts {
+		if m, ok := p.(*mcuPart); ok {
+			return m
+		}
+	}
+	return nil
 }
 
 // decodeJSON reads a request body (at most 1 MiB), rejecting unknown fields.

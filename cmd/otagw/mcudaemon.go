@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/otagw/otagw/downstream/fanout"
+	"github.com/otagw/otagw/internal/api"
+)
+
+func init() {
+	mcuFlashDaemon = runMCUFlashDaemon
+	register("mcu list", "the configured MCUs with their versions and last results", runMCUList)
+}
+
+// runMCUFlashDaemon: otagw mcu flash (DEVICE... | --all) PACKAGE [--json],
+// through the daemon, with a progress line per device.
+func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("otagw mcu flash", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	all := fs.Bool("all", false, "every configured device the package targets")
+	asJSON := fs.Bool("json", false, "print line-delimited JSON events")
+	sock := socketFlag(fs)
+	ops, err := mcuArgs(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(ops) < 1 || (!*all && len(ops) < 2) || (*all && len(ops) != 1) {
+		fmt.Fprintln(stderr, "usage: otagw mcu flash (DEVICE... | --all) PACKAGE [--json]\n       otagw mcu flash --port DEV --protocol stm32-uart --keyring DIR PACKAGE   (standalone)")
+		return 2
+	}
+	pkg, err := filepath.Abs(ops[len(ops)-1])
+	if err == nil {
+		_, err = os.Stat(pkg)
+	}
+	if err != nil {
+		return clientError(stderr, "mcu flash", err)
+	}
+	req := api.MCUFlashRequest{Package: pkg, All: *all, Devices: ops[:len(ops)-1]}
+	var results []fanout.Result
+	failed := false
+	err = api.NewClient(*sock).Stream(ctx, "POST", "/v1/mcu/flash", req, func(raw json.RawMessage) error {
+		if *asJSON {
+			fmt.Fprintln(stdout, string(raw))
+		}
+		var ev struct {
+			Type    string          `json:"type"`
+			Event   fanout.Event    `json:"event"`
+			Results []fanout.Result `json:"results"`
+			Error   string          `json:"error"`
+		}
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return err
+		}
+		switch ev.Type {
+		case "event":
+			if *asJSON {
+				return nil
+			}
+			e := ev.Event
+			switch e.Kind {
+			case "phase":
+				fmt.Fprintf(stderr, "%-12s %s\n", e.Device, e.Phase)
+			case "retry":
+				fmt.Fprintf(stderr, "%-12s retry %d: %s\n", e.Device, e.Retries, e.Reason)
+			case "progress":
+				if e.Total > 0 && (e.Done == e.Total || e.Done%(16<<10) == 0) {
+					fmt.Fprintf(stderr, "%-12s %s %d/%d bytes\n", e.Device, e.Phase, e.Done, e.Total)
+				}
+			}
+		case "done":
+			results = ev.Results
+		case "error":
+			failed = true
+			if !*asJSON {
+				fmt.Fprintf(stderr, "otagw mcu flash: %s\n", ev.Error)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return clientError(stderr, "mcu flash", err)
+	}
+	if !*asJSON {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DEVICE\tBUS\tRESULT\tFROM\tTO\tRETRIES\tREASON")
+		for _, r := range results {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Device, r.Bus, r.State, orDash(r.FromVersion), r.ToVersion, r.Retries, r.Reason)
+		}
+		tw.Flush()
+	}
+	for _, r := range results {
+		if r.State == fanout.Failed {
+			failed = true
+		}
+	}
+	if failed || results == nil {
+		return 1
+	}
+	return 0
+}
+
+func runMCUList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("otagw mcu list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	sock := socketFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var mcus []api.MCUStatus
+	if err := api.NewClient(*sock).Get(ctx, "/v1/mcu", &mcus); err != nil {
+		return clientError(stderr, "mcu list", err)
+	}
+	if *asJSON {
+		writeJSON(stdout, mcus)
+		return 0
+	}
+	if len(mcus) == 0 {
+		fmt.Fprintln(stdout, "no MCUs configured (downstream.devices)")
+		return 0
+	}
+	printMCUs(stdout, mcus)
+	return 0
+}
