@@ -48,6 +48,16 @@ BOOT_A_LEFT=3
 BOOT_B_LEFT=3
 ENV
 
+say "two simulated STM32 microcontrollers on pseudo-terminals (their ROM bootloaders), one with a noisy line"
+"$OTAGW" sim stm32 --chip 0x410 >"$D/run/mcu1.tty" 2>/dev/null &
+echo $! >"$D/run/mcu1.pid"
+"$OTAGW" sim stm32 --chip 0x413 --fault nack=0.01 --seed 3 >"$D/run/mcu2.tty" 2>/dev/null &
+echo $! >"$D/run/mcu2.pid"
+i=0; while [ ! -s "$D/run/mcu1.tty" ] || [ ! -s "$D/run/mcu2.tty" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
+TTY1=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu1.tty" | head -1)
+TTY2=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu2.tty" | head -1)
+echo "STM32F103 (0x410) on $TTY1, STM32F407 (0x413) on $TTY2" >&2
+
 cat >"$D/otagw.yaml" <<YAML
 # Demo config: everything lives under ./demo.
 daemon:
@@ -80,6 +90,15 @@ assessment:
   deadline: 60s
   retry_interval: 2s
   committed_unit: ""
+downstream:
+  buses:
+    # Pseudo-terminals drop parity: the simulated lines run 8N1.
+    - {name: uart1, protocol: stm32-uart, port: $TTY1, parity: none, reset: manual}
+    - {name: uart2, protocol: stm32-uart, port: $TTY2, parity: none, reset: manual}
+  devices:
+    - {name: motor-ctl, bus: uart1, family: F1, product_id: 0x410}
+    - {name: sensor-hub, bus: uart2, family: F4, product_id: 0x413}
+  backoff: 100ms
 YAML
 run "$OTAGW" config validate "$D/otagw.yaml" >&2
 run "$OTAGW" keygen --out "$D/keys" >&2
@@ -117,7 +136,7 @@ stop_daemon() {
 }
 cleanup() {
 	stop_daemon
-	kill "$(cat "$D/run/server.pid")" 2>/dev/null || true
+	for f in server mcu1 mcu2; do kill "$(cat "$D/run/$f.pid")" 2>/dev/null || true; done
 }
 trap 'cleanup; exit 0' INT TERM
 
@@ -144,6 +163,19 @@ run "$OTAGW" health
 
 say "the old release is now a downgrade and is refused"
 run "$OTAGW" install "$URL/gw-1.0.0.otagw" || true
+
+say "MCU firmware: signed packages, fanned out over both buses in parallel"
+head -c 48K /dev/urandom >"$D/images/motor-ctl.bin"
+head -c 96K /dev/urandom >"$D/images/sensor-hub.bin"
+run "$OTAGW" mcu package create --key "$D/keys/signing.key" --target F1 --product-id 0x410 --version 1.4.0 \
+	--address 0x08000000 "$D/images/motor-ctl.bin" -o "$D/www/motor-ctl-1.4.0.otagwpkg" >&2
+run "$OTAGW" mcu package create --key "$D/keys/signing.key" --target F4 --product-id 0x413 --version 2.0.1 \
+	--address 0x08000000 "$D/images/sensor-hub.bin" -o "$D/www/sensor-hub-2.0.1.otagwpkg" >&2
+run "$OTAGW" mcu flash --all "$D/www/motor-ctl-1.4.0.otagwpkg"
+run "$OTAGW" mcu flash sensor-hub "$D/www/sensor-hub-2.0.1.otagwpkg"
+say "again: the devices are current, nothing is flashed"
+run "$OTAGW" mcu flash --all "$D/www/motor-ctl-1.4.0.otagwpkg"
+run "$OTAGW" mcu list
 
 if [ "${DEMO_STAY:-}" = 0 ] || [ ! -t 0 ]; then
 	say "demo done; stopping"
