@@ -6,8 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/otagw/otagw/internal/state"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -99,32 +99,7 @@ func WriteEnvFile(path string, env map[string]string) error {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s=%s\n", k, env[k])
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".bootenv-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b.Bytes()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return state.WriteFileAtomic(path, b.Bytes(), 0o600)
 }
 
 func (f *fileStore) read(ctx context.Context) (map[string]string, error) {

@@ -45,10 +45,14 @@ func runMarkBad(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.SetOutput(stderr)
 	reboot := fs.Bool("reboot", false, "reboot afterwards (into the other slot)")
 	sock := socketFlag(fs)
-	if err := fs.Parse(reorder(args)); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil || len(pos) > 1 {
 		return 2
 	}
-	req := api.SlotRequest{Slot: fs.Arg(0), Reboot: *reboot}
+	req := api.SlotRequest{Reboot: *reboot}
+	if len(pos) == 1 {
+		req.Slot = pos[0]
+	}
 	if err := api.NewClient(*sock).Post(ctx, "/v1/mark-bad", req, nil); err != nil {
 		return clientError(stderr, "mark-bad", err)
 	}

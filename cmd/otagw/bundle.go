@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/otagw/otagw/internal/state"
 	"io"
 	"os"
 	"path/filepath"
@@ -30,26 +31,6 @@ type bundleKeyFlag []string
 
 func (m *bundleKeyFlag) String() string     { return strings.Join(*m, ",") }
 func (m *bundleKeyFlag) Set(s string) error { *m = append(*m, s); return nil }
-
-// bundleArgs parses flags that may come before, between or after the
-// positional arguments, and returns the positional ones.
-func bundleArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
 
 // bundleExpiry takes a duration from now (Go syntax, plus a "d" day suffix)
 // or an RFC 3339 time.
@@ -120,7 +101,7 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	out := fs.String("o", "", "output bundle file (required)")
 	fs.StringVar(out, "out", "", "same as -o")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := bundleArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -213,7 +194,7 @@ func runBundleInfo(ctx context.Context, args []string, stdout, stderr io.Writer)
 	keyring := fs.String("keyring", "", "keyring (directory of *.pub or one file): check the signatures")
 	threshold := fs.Int("threshold", 1, "valid signatures required")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := bundleArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -274,7 +255,7 @@ func runBundleVerify(ctx context.Context, args []string, stdout, stderr io.Write
 	keyring := fs.String("keyring", "", "keyring (directory of *.pub or one file; required)")
 	threshold := fs.Int("threshold", 1, "valid signatures required")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := bundleArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -327,7 +308,7 @@ func runBundleWrite(ctx context.Context, args []string, stdout, stderr io.Writer
 	mcuDir := fs.String("mcu-dir", "", "extract MCU payloads into this directory")
 	ckpt := fs.String("checkpoint", "", "keep the progress checkpoint in this file and resume from it")
 	asJSON := fs.Bool("json", false, "line-delimited JSON progress events and result")
-	pos, err := bundleArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -413,21 +394,5 @@ func bundleSaveCheckpoint(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".checkpoint-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return state.WriteFileAtomic(path, b, 0o600)
 }

@@ -24,14 +24,35 @@ func socketFlag(fs *flag.FlagSet) *string {
 	return fs.String("socket", def, "the daemon's API socket (env OTAGW_SOCKET)")
 }
 
-func writeJSON(w io.Writer, v any) {
+func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	return enc.Encode(v)
 }
 
 // clientError prints one line for a failed API call and returns exit 1.
 func clientError(stderr io.Writer, verb string, err error) int {
 	fmt.Fprintf(stderr, "otagw %s: %v\n", verb, err)
 	return 1
+}
+
+// parseArgs parses flags that may come before, between or after the
+// positional arguments ("otagw install FILE --json" as well as
+// "otagw install --json FILE"), and returns the positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
 }

@@ -56,7 +56,10 @@ func runConfigShow(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return 1
 	}
 	if *asJSON {
-		writeJSON(stdout, cfg)
+		if err := writeJSON(stdout, cfg); err != nil {
+			fmt.Fprintln(stderr, "otagw config show:", err)
+			return 1
+		}
 		return 0
 	}
 	fmt.Fprintf(stdout, "# effective configuration of %s (defaults filled)\n", *path)

@@ -32,11 +32,15 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "usage: otagw install [--json] [--resume] [SOURCE]\n\nSOURCE is a bundle file or an http(s):// URL.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(reorder(args)); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return 2
 	}
-	src := fs.Arg(0)
-	if fs.NArg() > 1 || (src == "" && !*resume) {
+	src := ""
+	if len(pos) > 0 {
+		src = pos[0]
+	}
+	if len(pos) > 1 || (src == "" && !*resume) {
 		fs.Usage()
 		return 2
 	}
@@ -57,7 +61,7 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	lastLine := time.Time{}
 	var outcome *api.InstallEvent
-	err := api.NewClient(*sock).Stream(ctx, "POST", "/v1/install", api.InstallRequest{Source: src, Resume: *resume}, func(raw json.RawMessage) error {
+	err = api.NewClient(*sock).Stream(ctx, "POST", "/v1/install", api.InstallRequest{Source: src, Resume: *resume}, func(raw json.RawMessage) error {
 		var ev api.InstallEvent
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			return err
@@ -117,27 +121,4 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "installed release %s into slot %s; it boots next (reboot to activate)\n", outcome.Version, outcome.Slot)
 	}
 	return 0
-}
-
-// reorder moves flags before positional arguments so that
-// "otagw install FILE --json" works as well as "otagw install --json FILE".
-func reorder(args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if strings.HasPrefix(a, "-") && len(a) > 1 {
-			flags = append(flags, a)
-			if !strings.Contains(a, "=") && (a == "--socket" || a == "-socket") && i+1 < len(args) {
-				flags = append(flags, args[i+1])
-				i++
-			}
-			continue
-		}
-		pos = append(pos, a)
-	}
-	return append(flags, pos...)
 }

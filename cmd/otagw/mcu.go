@@ -30,22 +30,6 @@ func init() {
 // the standalone --port path exists in this build.
 var mcuFlashDaemon func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
-// mcuArgs parses flags that may come after operands.
-func mcuArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var ops []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return ops, nil
-		}
-		ops = append(ops, args[0])
-		args = args[1:]
-	}
-}
-
 func mcuJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -90,7 +74,7 @@ func runMCUPackageCreate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: otagw mcu package create --key K --target FAMILY --product-id 0xNNN --version V [--address A] [--hw-rev R] INPUT -o FILE")
 		fs.PrintDefaults()
 	}
-	ops, err := mcuArgs(fs, args)
+	ops, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -170,7 +154,7 @@ func runMCUPackageInfo(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	keyring := fs.String("keyring", "", "verify the signatures against this keyring directory")
-	ops, err := mcuArgs(fs, args)
+	ops, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}
@@ -267,7 +251,7 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 	verify := fs.String("verify", "auto", "auto (CRC when offered, else read-back), readback or crc")
 	unprotect := fs.Bool("unprotect", false, "remove write protection, and readout protection (which mass-erases)")
 	asJSON := fs.Bool("json", false, "print line-delimited JSON events and the result")
-	ops, err := mcuArgs(fs, args)
+	ops, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}

@@ -27,7 +27,7 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 	all := fs.Bool("all", false, "every configured device the package targets")
 	asJSON := fs.Bool("json", false, "print line-delimited JSON events")
 	sock := socketFlag(fs)
-	ops, err := mcuArgs(fs, args)
+	ops, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
 	}

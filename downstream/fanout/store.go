@@ -3,8 +3,8 @@ package fanout
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/otagw/otagw/internal/state"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -129,21 +129,5 @@ func (s *FileStore) Save(r Record) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.Path), ".mcu-state-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), s.Path)
+	return state.WriteFileAtomic(s.Path, append(data, '\n'), 0o600)
 }

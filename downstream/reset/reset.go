@@ -35,7 +35,7 @@ type Options struct {
 	Pulse  time.Duration `yaml:"pulse"`  // NRST held low
 	Settle time.Duration `yaml:"settle"` // after NRST release, before the first byte
 	// Sleep waits; nil means a timer that honours ctx.
-	Sleep func(ctx context.Context, d time.Duration) error `yaml:"-"`
+	Sleep func(ctx context.Context, d time.Duration) error `yaml:"-" json:"-"`
 }
 
 // DefaultOptions: 50 ms reset pulse, 100 ms for the ROM to start.

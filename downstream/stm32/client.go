@@ -96,7 +96,7 @@ type Options struct {
 	// ReadoutUnprotect removes readout protection when found; this mass-erases the part.
 	ReadoutUnprotect bool `yaml:"readout_unprotect"`
 	// Now is the clock for deadlines; nil means time.Now.
-	Now func() time.Time `yaml:"-"`
+	Now func() time.Time `yaml:"-" json:"-"`
 }
 
 // DefaultOptions are stm32flash's timeouts.

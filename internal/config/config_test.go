@@ -1,7 +1,9 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
+	"gopkg.in/yaml.v3"
 	"strings"
 	"testing"
 )
@@ -74,4 +76,22 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("empty error")
 		}
 	})
+}
+
+// TestEffectiveConfigEncodes: `otagw config show` prints every section as
+// YAML and JSON (a func field without json:"-" once broke it).
+func TestEffectiveConfigEncodes(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	if _, err := json.Marshal(c); err != nil {
+		t.Errorf("JSON: %v", err)
+	}
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatalf("YAML: %v", err)
+	}
+	// What config show prints must load again.
+	if _, err := Parse("shown.yaml", b); err != nil {
+		t.Errorf("config show output does not load back: %v", err)
+	}
 }
