@@ -10,11 +10,11 @@ import (
 
 func TestDefaultsAndOverride(t *testing.T) {
 	t.Parallel()
-	c, err := Parse("x.yaml", []byte("daemon:\n  socket: /tmp/x.sock\n"))
+	c, err := Parse("x.yaml", []byte("daemon:\n  socket: /run/test/x.sock\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Daemon.Socket != "/tmp/x.sock" || c.Daemon.StateDir != "/var/lib/otagw" || c.Daemon.KeyFile != "/var/lib/otagw/device.key" {
+	if c.Daemon.Socket != "/run/test/x.sock" || c.Daemon.StateDir != "/var/lib/otagw" || c.Daemon.KeyFile != "/var/lib/otagw/device.key" {
 		t.Errorf("Parse = %+v", c.Daemon)
 	}
 	if _, err := Parse("empty.yaml", nil); err != nil {
