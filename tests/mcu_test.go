@@ -123,3 +123,62 @@ func waitSocket(t *testing.T, sock string) {
 	}
 	t.Fatalf("daemon socket %s never answered", sock)
 }
+
+// TestMCUFirmwareInBundleAfterCommit: a release bundle carries an MCU
+// package as a payload; it is verified with the bundle, kept until the
+// release is committed on its first boot, then fanned out.
+func TestMCUFirmwareInBundleAfterCommit(t *testing.T) {
+	t.Parallel()
+	dir := testDir(t)
+	tty := simSTM32(t, "--chip", "0x413")
+	reboot := filepath.Join(dir, "reboot.sh")
+	os.WriteFile(reboot, []byte("#!/bin/sh\ntouch "+filepath.Join(dir, "rebooted")+"\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "healthy"), nil, 0o644)
+	g := newGatewayIn(t, dir, 16<<20, fmt.Sprintf(`health:
+  checks:
+    - {name: app-data, file: %s}
+assessment:
+  deadline: 60s
+  retry_interval: 1s
+  committed_unit: ""
+downstream:
+  buses:
+    - {name: uart1, protocol: stm32-uart, port: %s, parity: none, reset: manual}
+  devices:
+    - {name: sensor-hub, bus: uart1, family: F4, product_id: 0x413}
+`, filepath.Join(dir, "healthy"), tty), fmt.Sprintf("  uptime_file: %s\n  reboot_command: [%s]\n", filepath.Join(dir, "uptime"), reboot))
+	fw := make([]byte, 20<<10)
+	rand.Read(fw)
+	bin := filepath.Join(dir, "fw.bin")
+	os.WriteFile(bin, fw, 0o644)
+	pkg := filepath.Join(dir, "sensor-hub.otagwpkg")
+	if _, e, code := otagw(t, nil, "mcu", "package", "create", "--key", filepath.Join(g.Keys, "signing.key"), "--target", "F4",
+		"--product-id", "0x413", "--version", "3.0.0", "--address", "0x08000000", bin, "-o", pkg); code != 0 {
+		t.Fatalf("mcu package create: %s", e)
+	}
+	b := g.bundle(t, "2.0.0", testImage(2<<20), "mcu="+pkg)
+
+	g.boot(t)
+	d := g.start(t)
+	if out, code := g.install(t, b); code != 0 {
+		t.Fatalf("install: %s", out)
+	}
+	if st := statusOf(t, g.Socket); len(st.MCUs) != 1 || st.MCUs[0].Result != "" {
+		t.Fatalf("MCU touched before the release was committed: %+v", st.MCUs)
+	}
+	d.stop(t)
+	if s := g.boot(t); s != "B" {
+		t.Fatalf("booted %s", s)
+	}
+	d = g.start(t)
+	st := g.waitState(t, "MCU fan-out after commit", func(s api.Status) bool {
+		return len(s.MCUs) == 1 && s.MCUs[0].Result != "" && s.State == "idle"
+	})
+	if m := st.MCUs[0]; m.Result != "success" || m.Version != "3.0.0" {
+		t.Errorf("sensor-hub after commit: %+v", m)
+	}
+	if st.Release == nil || st.Release.Committed != "2.0.0" {
+		t.Errorf("release: %+v", st.Release)
+	}
+	d.stop(t)
+}
