@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +45,14 @@ esac
 `
 	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	// A parallel test's fork may still hold our write descriptor until its
+	// exec: running the script then fails with ETXTBSY. Wait until it runs.
+	for i := 0; i < 200; i++ {
+		if err := exec.Command(p, "is-active", "probe").Run(); !errors.Is(err, syscall.ETXTBSY) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	return p
 }
