@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,7 +20,16 @@ func script(t *testing.T, body string) (path, log string) {
 	dir := t.TempDir()
 	path = filepath.Join(dir, "systemctl")
 	log = filepath.Join(dir, "log")
-	if err := os.WriteFile(path, []byte("#!/bin/sh\necho \"$@\" >>"+log+"\n"+body), 0o755); err != nil {
+	// Written by cp, not by this process: a parallel test's fork could
+	// otherwise hold our write descriptor and make exec fail (ETXTBSY).
+	src := path + ".src"
+	if err := os.WriteFile(src, []byte("#!/bin/sh\necho \"$@\" >>"+log+"\n"+body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", src, path).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	if err := os.Chmod(path, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return path, log
