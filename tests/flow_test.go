@@ -26,7 +26,7 @@ func flowGateway(t *testing.T, assessment string) *gateway {
 assessment:
 %s  committed_unit: ""
 `, filepath.Join(dir, "healthy"), assessment),
-		fmt.Sprintf("  uptime_file: %s\n  reboot_command: [%s]\n", filepath.Join(dir, "uptime"), reboot))
+		fmt.Sprintf("  uptime_file: %s\n  reboot_command: [/bin/sh, %s]\n", filepath.Join(dir, "uptime"), reboot))
 	return g
 }
 

@@ -146,7 +146,7 @@ downstream:
     - {name: uart1, protocol: stm32-uart, port: %s, parity: none, reset: manual}
   devices:
     - {name: sensor-hub, bus: uart1, family: F4, product_id: 0x413}
-`, filepath.Join(dir, "healthy"), tty), fmt.Sprintf("  uptime_file: %s\n  reboot_command: [%s]\n", filepath.Join(dir, "uptime"), reboot))
+`, filepath.Join(dir, "healthy"), tty), fmt.Sprintf("  uptime_file: %s\n  reboot_command: [/bin/sh, %s]\n", filepath.Join(dir, "uptime"), reboot))
 	fw := make([]byte, 20<<10)
 	rand.Read(fw)
 	bin := filepath.Join(dir, "fw.bin")
