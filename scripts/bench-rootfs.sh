@@ -94,6 +94,41 @@ for mib in $SIZES; do
 	t1=$(now)
 	inst_s=$(diff_s "$t0" "$t1")
 	cmp -n "$((mib * 1048576))" "$img" "$LOOP" || { echo "bench-rootfs: slot differs from the image" >&2; exit 1; }
+
+	# The same install through the daemon (otagw install over its API): its
+	# time and the daemon's peak RSS (VmHWM), which includes its API server,
+	# logging and state, not just the installer.
+	dd if=/dev/zero of="$LOOP" bs=4M count="$((mib / 4))" oflag=direct conv=fsync status=none
+	truncate -s 1M "$DIR/slotA"
+	echo "rauc.slot=A" >"$DIR/cmdline"
+	cat >"$DIR/daemon.yaml" <<YAML
+daemon: {socket: $DIR/otagw.sock, state_dir: $DIR/state, reboot_command: [/bin/false]}
+boot: {backend: file, file: $DIR/bootenv.txt, cmdline: $DIR/cmdline}
+rootfs:
+  slots:
+    - {name: rootfs.0, class: rootfs, device: $DIR/slotA, bootname: A}
+    - {name: rootfs.1, class: rootfs, device: $LOOP, bootname: B}
+update: {keyring: $DIR/ring, compatible: bench-gw}
+watchdog: {enabled: false}
+YAML
+	rm -rf "$DIR/state" "$DIR/bootenv.txt"
+	"$DIR/otagw" daemon --config "$DIR/daemon.yaml" --log-format json 2>"$DIR/daemon.log" &
+	dpid=$!
+	i=0
+	until "$DIR/otagw" status --socket "$DIR/otagw.sock" >/dev/null 2>&1; do
+		i=$((i + 1)); [ $i -lt 200 ] || { cat "$DIR/daemon.log" >&2; exit 1; }
+		sleep 0.05
+	done
+	idle_kib=$(awk '/^VmHWM/ { print $2 }' /proc/$dpid/status)
+	warm "$DIR/b.otab"
+	t0=$(now)
+	"$DIR/otagw" install --socket "$DIR/otagw.sock" "$DIR/b.otab" >/dev/null 2>"$DIR/install.err" || { cat "$DIR/install.err" "$DIR/daemon.log" >&2; exit 1; }
+	t1=$(now)
+	dinst_s=$(diff_s "$t0" "$t1")
+	daemon_kib=$(awk '/^VmHWM/ { print $2 }' /proc/$dpid/status)
+	kill -TERM $dpid
+	wait $dpid || true
+	cmp -n "$((mib * 1048576))" "$img" "$LOOP" || { echo "bench-rootfs: slot differs from the image (daemon)" >&2; exit 1; }
 	losetup -d "$LOOP"
 	LOOP=""
 	rm -f "$DIR/slot.$mib"
@@ -103,6 +138,8 @@ for mib in $SIZES; do
 	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "(openssl dgst -sha256, reference)" "$ossl_s" "-" "-"
 	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "otagw bundle write (install)" "$inst_s" "$(ratio "$inst_s" "$limit")" "$(($(rss_kib "$DIR/install.time") / 1024)) MiB"
 	[ "$ossl_s" = - ] || printf '%-8s %-34s %9s %10s\n' "${mib}M" "  install / max(dd, openssl)" "" "$(ratio "$inst_s" "$(maxf "$dd_s" "$ossl_s")")"
+	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "otagw install via the daemon" "$dinst_s" "$(ratio "$dinst_s" "$limit")" "$((daemon_kib / 1024)) MiB"
+	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "  (daemon idle before the install)" "" "" "$((idle_kib / 1024)) MiB"
 	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "otagw bundle create" "$create" "-" "$(($(rss_kib "$DIR/create.time") / 1024)) MiB"
 	printf '%-8s %-34s %9s\n' "${mib}M" "bundle size / image size" "$bsize / $((mib * 1048576)) = $(ratio "$bsize" "$((mib * 1048576))")"
 	rm -f "$img" "$DIR/b.otab"

@@ -9,5 +9,5 @@ sh scripts/test-deps.sh
 for b in scripts/bench-*.sh; do
 	[ -e "$b" ] || continue
 	echo "== $b"
-	sh "$b"
+	"./$b"  # each script names its own shell
 done
