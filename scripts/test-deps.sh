@@ -17,6 +17,8 @@ cpio:/usr/bin/cpio
 util-linux:/usr/sbin/losetup
 e2fsprogs:/usr/sbin/mkfs.ext4
 time:/usr/bin/time
+debootstrap:/usr/sbin/debootstrap
+systemd-container:/usr/bin/systemd-nspawn
 "
 
 missing=""

@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -88,6 +89,8 @@ type Daemon struct {
 	parts []part
 	// beat proves the main loop alive to the health loop (nil: no loop).
 	beat func()
+	// serving is set once the API socket listens.
+	serving atomic.Bool
 }
 
 // New checks what can be checked before Run.
@@ -173,6 +176,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- d.srv.Serve(ln) }()
+	d.serving.Store(true)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -90,7 +90,12 @@ func (h *healthPart) start(ctx context.Context, d *Daemon) error {
 		h.beat = h.loop.Heartbeat("main loop", max(10*time.Second, 4*h.loop.Interval()))
 		d.beat = h.beat.Beat
 		sock := cfg.Daemon.Socket
-		h.loop.AddProbe("api socket", func(ctx context.Context) error { return probeSocket(ctx, sock) })
+		h.loop.AddProbe("api socket", func(ctx context.Context) error {
+			if !d.serving.Load() {
+				return nil // not listening yet: the start-up itself is watched by systemd's start timeout
+			}
+			return probeSocket(ctx, sock)
+		})
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Runs inside the container (otagw-nspawn-check.service, after
+# otagw.service) under a real systemd PID 1. Each check prints
+# "CHECK <name> ok|FAIL <detail>"; the host test reads /results.
+exec >/results 2>&1
+check() { # name, then a command whose success means ok
+	name=$1; shift
+	if out=$("$@" 2>&1); then echo "CHECK $name ok"; else echo "CHECK $name FAIL $(echo "$out" | tr '\n' ' ')"; fi
+}
+prop() { systemctl show otagw -p "$1" --value; }
+
+check active systemctl is-active otagw
+check type-notify test "$(prop Type)" = notify
+check status-text sh -c 'systemctl show otagw -p StatusText --value | grep -q "idle: ready"'
+check cli-status otagw status --json
+check health-over-dbus sh -c 'otagw health --json | grep -q "\"detail\": \"active\""'
+check reload-good systemctl reload otagw
+echo "daemon: {sockett: x}" >>/etc/otagw/otagw.yaml
+check reload-bad-fails sh -c '! systemctl reload otagw'
+check still-active-after-bad-reload systemctl is-active otagw
+sed -i '$d' /etc/otagw/otagw.yaml
+# A hung daemon: its health loop stops, WATCHDOG=1 stops, systemd kills
+# and restarts it (WatchdogSec=4s in the test drop-in).
+pid=$(prop MainPID)
+kill -STOP "$pid"
+i=0
+while [ "$(prop NRestarts)" = 0 ] && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
+sleep 2
+check watchdog-restart test "$(prop NRestarts)" -ge 1
+check new-main-pid test "$(prop MainPID)" != "$pid"
+check active-again systemctl is-active otagw
+check failed-with-watchdog sh -c 'journalctl -u otagw --no-pager | grep -q "Failed with result .watchdog."'
+check no-unhealthy-at-start sh -c '! journalctl -u otagw --no-pager | grep -q "api socket.*no such file"'
+systemctl stop otagw
+check clean-stop sh -c 'test "$(systemctl show otagw -p Result --value)" = success'
+journalctl -u otagw --no-pager | tail -40
+echo "RESULTS DONE"
+systemctl poweroff

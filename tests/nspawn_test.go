@@ -1,0 +1,156 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// nspawnRoot returns a debootstrap'd Debian bookworm with systemd, made
+// once and cached ($OTAGW_NSPAWN_CACHE, else ~/.cache/otagw/nspawn).
+func nspawnRoot(t *testing.T) string {
+	t.Helper()
+	for _, tool := range []string{"debootstrap", "systemd-nspawn"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s missing (scripts/test-deps.sh installs debootstrap and systemd-container): %v", tool, err)
+		}
+	}
+	cache := os.Getenv("OTAGW_NSPAWN_CACHE")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			home = os.TempDir()
+		}
+		cache = filepath.Join(home, ".cache", "otagw", "nspawn")
+	}
+	root := filepath.Join(cache, "bookworm")
+	if _, err := os.Stat(filepath.Join(root, ".otagw-complete")); err == nil {
+		return root
+	}
+	os.RemoveAll(root)
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	out, err := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,procps",
+		"bookworm", root, "http://deb.debian.org/debian").CombinedOutput()
+	if err != nil {
+		t.Fatalf("debootstrap: %v\n%s", err, tail(string(out), 20))
+	}
+	os.WriteFile(filepath.Join(root, ".otagw-complete"), nil, 0o644)
+	t.Logf("debootstrap'd %s in %v", root, time.Since(t0).Round(time.Second))
+	return root
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// TestUnderSystemd boots a Debian userland with systemd as PID 1 in
+// systemd-nspawn and runs the packaged otagw.service there: Type=notify
+// readiness, STATUS=, `systemctl reload` through `otagw reload` (and its
+// failure on a broken config while the service stays up), the health
+// check of a unit over D-Bus, and the systemd watchdog restarting a hung
+// daemon (SIGSTOP).
+func TestUnderSystemd(t *testing.T) {
+	t.Parallel()
+	cached := nspawnRoot(t)
+	root := filepath.Join(t.TempDir(), "root")
+	if out, err := exec.Command("cp", "-a", cached, root).CombinedOutput(); err != nil {
+		t.Fatalf("copy root: %v %s", err, out)
+	}
+	put := func(path string, data []byte, mode os.FileMode) {
+		t.Helper()
+		p := filepath.Join(root, path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(path string) []byte {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	put("usr/bin/otagw", read(otagwBin), 0o755)
+	put("etc/systemd/system/otagw.service", read("../packaging/systemd/otagw.service"), 0o644)
+	put("etc/systemd/system/otagw.service.d/test.conf", []byte("[Service]\nWatchdogSec=4s\nRestartSec=1s\nReadWritePaths=/var/lib/otagw-test\n"), 0o644)
+	put("etc/otagw/otagw.yaml", []byte(`daemon:
+  read_group: "0"
+  admin_group: "0"
+  reboot_command: [/bin/true]
+boot:
+  backend: file
+  file: /var/lib/otagw-test/bootenv.txt
+  cmdline: /var/lib/otagw-test/cmdline
+health:
+  checks:
+    - {name: bus, unit: dbus.service}
+assessment:
+  committed_unit: ""
+watchdog:
+  enabled: false
+`), 0o644)
+	put("var/lib/otagw-test/cmdline", []byte("rauc.slot=A\n"), 0o644)
+	put("usr/local/bin/otagw-nspawn-check", read("nspawn/check.sh"), 0o755)
+	put("etc/systemd/system/otagw-nspawn-check.service", []byte(`[Unit]
+Description=otagw test driver
+After=otagw.service
+Wants=otagw.service
+[Service]
+Type=oneshot
+ExecStart=/usr/local/bin/otagw-nspawn-check
+`), 0o644)
+	wants := filepath.Join(root, "etc/systemd/system/multi-user.target.wants")
+	os.MkdirAll(wants, 0o755)
+	os.Symlink("/etc/systemd/system/otagw.service", filepath.Join(wants, "otagw.service"))
+	os.Symlink("/etc/systemd/system/otagw-nspawn-check.service", filepath.Join(wants, "otagw-nspawn-check.service"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "systemd-nspawn", "-q", "-b", "-D", root, "--register=no", "--keep-unit", "--console=pipe")
+	// On timeout ask nspawn to shut the container down, so nothing of it
+	// outlives the test; kill only if that does not work.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	out, err := cmd.CombinedOutput()
+	res, rerr := os.ReadFile(filepath.Join(root, "results"))
+	if rerr != nil || !strings.Contains(string(res), "RESULTS DONE") {
+		t.Fatalf("the container did not finish its checks (nspawn: %v)\nresults:\n%s\nconsole:\n%s", err, res, tail(string(out), 30))
+	}
+	n := 0
+	sc := bufio.NewScanner(strings.NewReader(string(res)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 3 || f[0] != "CHECK" {
+			continue
+		}
+		n++
+		if f[2] != "ok" {
+			t.Errorf("%s: %s", f[1], strings.Join(f[3:], " "))
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d checks ran", n)
+	}
+	if t.Failed() {
+		t.Logf("results:\n%s", res)
+	}
+}
