@@ -62,7 +62,8 @@ func tail(s string, n int) string {
 // systemd-nspawn and runs the packaged otagw.service there: Type=notify
 // readiness, STATUS=, `systemctl reload` through `otagw reload` (and its
 // failure on a broken config while the service stays up), the health
-// check of a unit over D-Bus, and the systemd watchdog restarting a hung
+// check of a unit over D-Bus, otagw-committed.target started over D-Bus
+// on the boot of a committed slot, and the systemd watchdog restarting a hung
 // daemon (SIGSTOP).
 func TestUnderSystemd(t *testing.T) {
 	t.Parallel()
@@ -91,6 +92,7 @@ func TestUnderSystemd(t *testing.T) {
 	}
 	put("usr/bin/otagw", read(otagwBin), 0o755)
 	put("etc/systemd/system/otagw.service", read("../packaging/systemd/otagw.service"), 0o644)
+	put("etc/systemd/system/otagw-committed.target", read("../packaging/systemd/otagw-committed.target"), 0o644)
 	put("etc/systemd/system/otagw.service.d/test.conf", []byte("[Service]\nWatchdogSec=4s\nRestartSec=1s\nReadWritePaths=/var/lib/otagw-test\n"), 0o644)
 	put("etc/otagw/otagw.yaml", []byte(`daemon:
   read_group: "0"
@@ -103,8 +105,6 @@ boot:
 health:
   checks:
     - {name: bus, unit: dbus.service}
-assessment:
-  committed_unit: ""
 watchdog:
   enabled: false
 `), 0o644)

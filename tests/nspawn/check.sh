@@ -13,6 +13,10 @@ check active systemctl is-active otagw
 check type-notify test "$(prop Type)" = notify
 check status-text sh -c 'systemctl show otagw -p StatusText --value | grep -q "idle: ready"'
 check cli-status otagw status --json
+# The booted slot is committed (nothing pending): otagw starts the target.
+i=0
+while ! systemctl is-active -q otagw-committed.target && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+check committed-target-started systemctl is-active otagw-committed.target
 check health-over-dbus sh -c 'otagw health --json | grep -q "\"detail\": \"active\""'
 check reload-good systemctl reload otagw
 echo "daemon: {sockett: x}" >>/etc/otagw/otagw.yaml
