@@ -26,8 +26,15 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755) // tests run the CLI as other uids too
 	otagwBin = filepath.Join(dir, "otagw")
-	build := exec.Command("go", "build", "-o", otagwBin, "github.com/otagw/otagw/cmd/otagw")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// OTAGW_E2E_RACE=1 builds the binary with the race detector (needs cgo).
+	args := []string{"build", "-o", otagwBin}
+	env := append(os.Environ(), "CGO_ENABLED=0")
+	if os.Getenv("OTAGW_E2E_RACE") == "1" {
+		args = append(args, "-race")
+		env = append(os.Environ(), "CGO_ENABLED=1")
+	}
+	build := exec.Command("go", append(args, "github.com/otagw/otagw/cmd/otagw")...)
+	build.Env = env
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building otagw: %v\n%s", err, out)
 		os.Exit(1)
@@ -169,6 +176,9 @@ func startDaemon(t *testing.T, cfgPath string, env ...string) *daemonProc {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
 			<-d.done
+		}
+		if strings.Contains(d.out.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a data race in the daemon (OTAGW_E2E_RACE=1)")
 		}
 		if t.Failed() {
 			t.Logf("daemon output:\n%s", d.out.String())
