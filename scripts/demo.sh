@@ -90,6 +90,10 @@ assessment:
   deadline: 60s
   retry_interval: 2s
   committed_unit: ""
+maintenance:
+  # Shown in otagw status; installs and flashing are allowed at any time here.
+  windows:
+    - {name: nightly, start: "0 2 * * *", duration: 2h}
 downstream:
   buses:
     # Pseudo-terminals drop parity: the simulated lines run 8N1.

@@ -27,9 +27,10 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print line-delimited JSON progress events")
 	resume := fs.Bool("resume", false, "continue the interrupted install (or follow the running one)")
+	now := fs.Bool("now", false, "install now even outside the maintenance windows")
 	sock := socketFlag(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otagw install [--json] [--resume] [SOURCE]\n\nSOURCE is a bundle file or an http(s):// URL.")
+		fmt.Fprintln(stderr, "usage: otagw install [--json] [--resume] [--now] [SOURCE]\n\nSOURCE is a bundle file or an http(s):// URL.")
 		fs.PrintDefaults()
 	}
 	pos, err := parseArgs(fs, args)
@@ -61,7 +62,7 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	lastLine := time.Time{}
 	var outcome *api.InstallEvent
-	err = api.NewClient(*sock).Stream(ctx, "POST", "/v1/install", api.InstallRequest{Source: src, Resume: *resume}, func(raw json.RawMessage) error {
+	err = api.NewClient(*sock).Stream(ctx, "POST", "/v1/install", api.InstallRequest{Source: src, Resume: *resume, Now: *now}, func(raw json.RawMessage) error {
 		var ev api.InstallEvent
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			return err

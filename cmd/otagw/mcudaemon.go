@@ -26,6 +26,7 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs.SetOutput(stderr)
 	all := fs.Bool("all", false, "every configured device the package targets")
 	asJSON := fs.Bool("json", false, "print line-delimited JSON events")
+	now := fs.Bool("now", false, "flash now even outside the maintenance windows")
 	sock := socketFlag(fs)
 	ops, err := parseArgs(fs, args)
 	if err != nil {
@@ -42,7 +43,7 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return clientError(stderr, "mcu flash", err)
 	}
-	req := api.MCUFlashRequest{Package: pkg, All: *all, Devices: ops[:len(ops)-1]}
+	req := api.MCUFlashRequest{Package: pkg, All: *all, Devices: ops[:len(ops)-1], Now: *now}
 	var results []fanout.Result
 	failed := false
 	err = api.NewClient(*sock).Stream(ctx, "POST", "/v1/mcu/flash", req, func(raw json.RawMessage) error {

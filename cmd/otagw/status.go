@@ -44,6 +44,17 @@ func printStatus(w io.Writer, st api.Status) {
 	}
 	fmt.Fprintf(tw, "Daemon:\totagw %s, pid %d, up %s\n", st.Version, st.PID, (time.Duration(st.UptimeSeconds) * time.Second).String())
 	fmt.Fprintf(tw, "Config:\t%s (generation %d, log level %s)\n", st.ConfigPath, st.ConfigGeneration, st.LogLevel)
+	if m := st.Maintenance; m != nil {
+		line := "closed; next window " + m.Window + " at " + m.NextStart.Local().Format(time.DateTime)
+		if m.Open {
+			line = "open (" + m.Window + ")"
+		}
+		line += fmt.Sprintf("; install %s, flash %s, reboot %s", m.Install, m.Flash, m.Reboot)
+		if m.RebootAt != nil {
+			line += ", reboot scheduled at " + m.RebootAt.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "Maintenance:\t%s\n", line)
+	}
 	if r := st.Release; r != nil {
 		fmt.Fprintf(tw, "Release:\tcommitted %s, pending %s, minimum %s\n", orDash(r.Committed), orDash(r.Pending), orDash(r.MinVersion))
 	}

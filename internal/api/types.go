@@ -17,8 +17,9 @@ type Status struct {
 	Warnings         []string   `json:"warnings,omitempty"` // e.g. a state file that was tampered with
 	LastError        *LastError `json:"last_error,omitempty"`
 
-	Health     *Liveness   `json:"health,omitempty"`
-	Assessment *Assessment `json:"assessment,omitempty"`
+	Health      *Liveness    `json:"health,omitempty"`
+	Maintenance *Maintenance `json:"maintenance,omitempty"`
+	Assessment  *Assessment  `json:"assessment,omitempty"`
 
 	Slots   []SlotStatus `json:"slots,omitempty"`
 	Release *Release     `json:"release,omitempty"`
@@ -63,6 +64,7 @@ type MCUFlashRequest struct {
 	Package string   `json:"package"` // absolute path of a signed MCU package
 	Devices []string `json:"devices,omitempty"`
 	All     bool     `json:"all,omitempty"` // every configured device the package targets
+	Now     bool     `json:"now,omitempty"` // ignore the maintenance windows
 }
 
 // MCUEvent is one line of POST /v1/mcu/flash's answer.
@@ -83,6 +85,7 @@ type LastError struct {
 type InstallRequest struct {
 	Source string `json:"source,omitempty"` // absolute file path or http(s):// URL
 	Resume bool   `json:"resume,omitempty"` // continue the interrupted install (or follow the running one)
+	Now    bool   `json:"now,omitempty"`    // ignore the maintenance windows
 }
 
 // InstallEvent is one line of POST /v1/install's answer.
@@ -124,4 +127,15 @@ type Assessment struct {
 type SlotRequest struct {
 	Slot   string `json:"slot,omitempty"` // empty: the booted slot
 	Reboot bool   `json:"reboot,omitempty"`
+}
+
+// Maintenance is the maintenance-window view of `otagw status`.
+type Maintenance struct {
+	Open      bool       `json:"open"`
+	Window    string     `json:"window,omitempty"` // the open one, or the next
+	NextStart time.Time  `json:"next_start,omitzero"`
+	Install   string     `json:"install"` // anytime, window
+	Flash     string     `json:"flash"`
+	Reboot    string     `json:"reboot"` // manual, window
+	RebootAt  *time.Time `json:"reboot_at,omitempty"`
 }

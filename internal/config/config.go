@@ -22,6 +22,7 @@ import (
 
 	"github.com/otagw/otagw/abboot"
 	"github.com/otagw/otagw/downstream"
+	"github.com/otagw/otagw/internal/window"
 	"github.com/otagw/otagw/rootfs"
 	"github.com/otagw/otagw/watchdog"
 	"github.com/otagw/otagw/watchdog/assess"
@@ -43,6 +44,8 @@ type Config struct {
 	Assessment assess.Options   `yaml:"assessment" json:"assessment"`
 
 	Downstream downstream.Options `yaml:"downstream" json:"downstream"`
+
+	Maintenance window.Options `yaml:"maintenance" json:"maintenance"`
 }
 
 // Update is the bundle acceptance policy and how installs run.
@@ -105,6 +108,8 @@ func Default() Config {
 		Health:     health.DefaultOptions(),
 		Assessment: assess.DefaultOptions(),
 		Downstream: downstream.DefaultOptions(),
+
+		Maintenance: window.DefaultOptions(),
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
+	"github.com/otagw/otagw/internal/window"
 	"github.com/otagw/otagw/rootfs/bundle"
 	"github.com/otagw/otagw/watchdog"
 	"github.com/otagw/otagw/watchdog/assess"
@@ -296,11 +297,13 @@ func (h *healthPart) run(pending bool) {
 		d.setState("idle", "release committed in slot "+res.Slot)
 		// MCU firmware shipped with the release fans out after the commit.
 		if m := d.mcuPart(); m != nil {
-			m.wg.Add(1)
-			go func() {
-				defer m.wg.Done()
-				m.flashPayloads()
-			}()
+			d.maintenancePart().whenAllowed(window.Flash, "MCU firmware of the release", func() {
+				m.wg.Add(1)
+				go func() {
+					defer m.wg.Done()
+					m.flashPayloads()
+				}()
+			})
 		}
 	case assess.CommitFailed:
 		d.setState("idle", "checks passed but the commit failed: "+a.Error)

@@ -15,6 +15,7 @@ import (
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
 	"github.com/otagw/otagw/internal/sign"
+	"github.com/otagw/otagw/internal/window"
 	"github.com/otagw/otagw/rootfs"
 	"github.com/otagw/otagw/rootfs/bundle"
 	"github.com/otagw/otagw/rootfs/source"
@@ -191,6 +192,10 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 	}
 	if src == "" {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", "install: no source given")
+		return
+	}
+	if err := p.d.maintenancePart().allowed(window.Install, req.Now || req.Resume); err != nil {
+		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
 	}
 	job, err := p.begin(src, req.Resume)
@@ -394,6 +399,7 @@ func (p *installPart) finish(job *installJob, rec *installRecord, res *rootfs.Re
 	p.d.savePart(installPartName, rec)
 	p.d.log.Info("install complete", zap.String("version", v), zap.String("slot", rec.Bootname))
 	p.d.setState("installed", fmt.Sprintf("release %s verified in slot %s; it boots next (%d tries)", v, rec.Bootname, tries))
+	p.d.maintenancePart().scheduleReboot(v)
 	job.publish(api.InstallEvent{Type: "done", Version: v, Slot: rec.Bootname, Bundle: res.Bundle})
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
 	"github.com/otagw/otagw/internal/sign"
+	"github.com/otagw/otagw/internal/window"
 )
 
 // mcuPart fans signed firmware out to the microcontrollers in the config:
@@ -130,6 +131,10 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, err := os.Stat(req.Package); err != nil {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", err.Error())
+		return
+	}
+	if err := m.d.maintenancePart().allowed(window.Flash, req.Now); err != nil {
+		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
 	}
 	sw := api.NewStreamWriter(w)

@@ -32,7 +32,7 @@ type part interface {
 
 // newParts lists the parts in start order.
 func newParts() []part {
-	return []part{&bootPart{}, &installPart{}, &healthPart{}, &mcuPart{}}
+	return []part{&bootPart{}, &maintenancePart{}, &installPart{}, &healthPart{}, &mcuPart{}}
 }
 
 // bootPart returns the boot selection part.
@@ -43,6 +43,16 @@ func (d *Daemon) bootPart() *bootPart {
 		}
 	}
 	panic("daemon: no boot part")
+}
+
+// maintenancePart returns the maintenance-window part.
+func (d *Daemon) maintenancePart() *maintenancePart {
+	for _, p := range d.parts {
+		if m, ok := p.(*maintenancePart); ok {
+			return m
+		}
+	}
+	return nil
 }
 
 // mcuPart returns the MCU fan-out part.

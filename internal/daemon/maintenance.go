@@ -1,0 +1,169 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"go.uber.org/zap"
+
+	"github.com/otagw/otagw/internal/api"
+	"github.com/otagw/otagw/internal/config"
+	"github.com/otagw/otagw/internal/window"
+)
+
+// maintenancePart keeps risky work inside the maintenance windows: it
+// refuses installs and MCU flashing outside them when the config says so
+// (an operator may override with --now), and reboots into a newly
+// installed release at the next window when maintenance.reboot is window.
+// The reboot is a gocron one-time job.
+type maintenancePart struct {
+	d     *Daemon
+	sched gocron.Scheduler
+
+	mu       sync.Mutex
+	plan     *window.Plan
+	rebootAt time.Time
+	job      gocron.Job
+}
+
+func (m *maintenancePart) start(ctx context.Context, d *Daemon) error {
+	m.d = d
+	s, err := gocron.NewScheduler()
+	if err != nil {
+		return fmt.Errorf("maintenance scheduler: %w", err)
+	}
+	m.sched = s
+	s.Start()
+	m.reload(d.config())
+	return nil
+}
+
+func (m *maintenancePart) reload(cfg *config.Config) {
+	p, err := window.New(cfg.Maintenance)
+	if err != nil { // validated with the config; cannot happen
+		m.d.log.Error("maintenance windows", zap.Error(err))
+		return
+	}
+	m.mu.Lock()
+	m.plan = p
+	m.mu.Unlock()
+	// A release waiting for its reboot gets it scheduled (again).
+	m.d.mu.Lock()
+	state, pending := m.d.st.State, m.d.st.Pending
+	m.d.mu.Unlock()
+	if state == "installed" && pending != "" {
+		m.scheduleReboot(pending)
+	} else {
+		m.cancelReboot()
+	}
+}
+
+// allowed says whether work of kind may start now; force is the
+// operator's --now.
+func (m *maintenancePart) allowed(kind string, force bool) error {
+	m.mu.Lock()
+	p := m.plan
+	m.mu.Unlock()
+	if force || p == nil {
+		return nil
+	}
+	return p.Allowed(kind, m.d.opts.Now())
+}
+
+// scheduleReboot arranges the reboot into version at the next window,
+// when the policy asks for it.
+func (m *maintenancePart) scheduleReboot(version string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.plan == nil || m.plan.Options().Reboot != window.InWindow {
+		return
+	}
+	m.cancelRebootLocked()
+	at, w := m.plan.Next(m.d.opts.Now())
+	if at.IsZero() {
+		return
+	}
+	start := gocron.OneTimeJobStartImmediately()
+	if at.After(time.Now()) {
+		start = gocron.OneTimeJobStartDateTime(at)
+	}
+	job, err := m.sched.NewJob(gocron.OneTimeJob(start), gocron.NewTask(func() {
+		m.mu.Lock()
+		m.rebootAt, m.job = time.Time{}, nil
+		m.mu.Unlock()
+		reason := fmt.Sprintf("maintenance window %q: rebooting into release %s", w.Name, version)
+		if err := (rebooter{m.d}).Reboot(context.Background(), reason); err != nil {
+			m.d.log.Error("maintenance reboot failed", zap.Error(err))
+			m.d.setState("installed", "maintenance reboot failed: "+err.Error())
+		}
+	}))
+	if err != nil {
+		m.d.log.Error("scheduling the maintenance reboot", zap.Error(err))
+		return
+	}
+	m.rebootAt, m.job = at, job
+	m.d.log.Info("reboot into the new release scheduled", zap.String("window", w.Name), zap.Time("at", at), zap.String("version", version))
+}
+
+// whenAllowed runs fn now when work of kind may start, else at the start
+// of the next window (a gocron one-time job).
+func (m *maintenancePart) whenAllowed(kind, what string, fn func()) {
+	if m.allowed(kind, false) == nil {
+		fn()
+		return
+	}
+	m.mu.Lock()
+	at, w := m.plan.Next(m.d.opts.Now())
+	m.mu.Unlock()
+	if _, err := m.sched.NewJob(gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at)), gocron.NewTask(fn)); err != nil {
+		m.d.log.Error("scheduling "+what, zap.Error(err))
+		return
+	}
+	m.d.log.Info(what+" waits for the maintenance window", zap.String("window", w.Name), zap.Time("at", at))
+}
+
+func (m *maintenancePart) cancelReboot() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cancelRebootLocked()
+}
+
+func (m *maintenancePart) cancelRebootLocked() {
+	if m.job != nil {
+		m.sched.RemoveJob(m.job.ID())
+	}
+	m.rebootAt, m.job = time.Time{}, nil
+}
+
+func (m *maintenancePart) routes(srv *api.Server) {}
+
+func (m *maintenancePart) status(s *api.Status) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.plan == nil || len(m.plan.Options().Windows) == 0 {
+		return
+	}
+	now := m.d.opts.Now()
+	open, w := m.plan.Open(now)
+	next, nw := m.plan.Next(now)
+	mt := &api.Maintenance{Open: open, Install: m.plan.Options().Install, Flash: m.plan.Options().Flash, Reboot: m.plan.Options().Reboot}
+	if open {
+		mt.Window = w.Name
+	} else {
+		mt.Window, mt.NextStart = nw.Name, next
+	}
+	if !m.rebootAt.IsZero() {
+		at := m.rebootAt
+		mt.RebootAt = &at
+	}
+	s.Maintenance = mt
+}
+
+func (m *maintenancePart) stop() {
+	if m.sched != nil {
+		m.sched.Shutdown()
+	}
+}
