@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/otagw/otagw/internal/buildinfo.Version=$(VERSION)
 BIN := bin
 
-.PHONY: help build cross test bench fuzz lint demo deps clean
+.PHONY: help build cross deb test bench fuzz lint demo deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ cross: ## static binaries for the gateways: bin/otagw-linux-arm64, bin/otagw-lin
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/otagw-linux-arm64 ./cmd/otagw
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/otagw-linux-armv7 ./cmd/otagw
 	@ls -l $(BIN)/otagw-linux-arm64 $(BIN)/otagw-linux-armv7
+
+deb: ## Debian packages for amd64, arm64 and armhf in dist/ (dpkg-deb; lintian-clean)
+	sh scripts/deb.sh amd64 arm64 armhf
 
 deps: ## install the Debian packages the tests need (only the missing ones)
 	sh scripts/test-deps.sh
@@ -39,4 +42,4 @@ demo: ## run the main job on a simulated gateway in ./demo (Ctrl-C stops it)
 	sh scripts/demo.sh
 
 clean: ## remove build output and the demo directory
-	rm -rf $(BIN) demo
+	rm -rf $(BIN) demo dist

@@ -19,6 +19,7 @@ e2fsprogs:/usr/sbin/mkfs.ext4
 time:/usr/bin/time
 debootstrap:/usr/sbin/debootstrap
 systemd-container:/usr/bin/systemd-nspawn
+lintian:/usr/bin/lintian
 "
 
 missing=""

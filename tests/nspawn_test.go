@@ -29,7 +29,7 @@ func nspawnRoot(t *testing.T) string {
 		}
 		cache = filepath.Join(home, ".cache", "otagw", "nspawn")
 	}
-	root := filepath.Join(cache, "bookworm")
+	root := filepath.Join(cache, "bookworm-2") // -2: with adduser for the package
 	if _, err := os.Stat(filepath.Join(root, ".otagw-complete")); err == nil {
 		return root
 	}
@@ -40,7 +40,7 @@ func nspawnRoot(t *testing.T) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	t0 := time.Now()
-	out, err := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,procps",
+	out, err := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,procps,adduser",
 		"bookworm", root, "http://deb.debian.org/debian").CombinedOutput()
 	if err != nil {
 		t.Fatalf("debootstrap: %v\n%s", err, tail(string(out), 20))
@@ -58,8 +58,10 @@ func tail(s string, n int) string {
 	return strings.Join(l, "\n")
 }
 
-// TestUnderSystemd boots a Debian userland with systemd as PID 1 in
-// systemd-nspawn and runs the packaged otagw.service there: Type=notify
+// TestUnderSystemd installs the Debian package (scripts/deb.sh) into a
+// Debian userland with dpkg, boots it with systemd as PID 1 in
+// systemd-nspawn and checks the packaged otagw.service there: enabled by
+// the package's postinst, groups created, Type=notify
 // readiness, STATUS=, `systemctl reload` through `otagw reload` (and its
 // failure on a broken config while the service stays up), the health
 // check of a unit over D-Bus, otagw-committed.target started over D-Bus
@@ -90,9 +92,23 @@ func TestUnderSystemd(t *testing.T) {
 		}
 		return b
 	}
-	put("usr/bin/otagw", read(otagwBin), 0o755)
-	put("etc/systemd/system/otagw.service", read("../packaging/systemd/otagw.service"), 0o644)
-	put("etc/systemd/system/otagw-committed.target", read("../packaging/systemd/otagw-committed.target"), 0o644)
+	// Install the Debian package the way a gateway would: dpkg -i in the
+	// container (no systemd running yet: postinst only enables the unit).
+	dist := t.TempDir()
+	build := exec.Command("sh", "../scripts/deb.sh", "amd64")
+	build.Env = append(os.Environ(), "DIST="+dist, "VERSION=0.0.0+test")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/deb.sh: %v\n%s", err, out)
+	}
+	debs, _ := filepath.Glob(filepath.Join(dist, "*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("scripts/deb.sh made %v", debs)
+	}
+	put("otagw.deb", read(debs[0]), 0o644)
+	if out, err := exec.Command("systemd-nspawn", "-q", "-D", root, "--register=no", "--keep-unit", "--pipe",
+		"dpkg", "-i", "/otagw.deb").CombinedOutput(); err != nil {
+		t.Fatalf("dpkg -i in the container: %v\n%s", err, out)
+	}
 	put("etc/systemd/system/otagw.service.d/test.conf", []byte("[Service]\nWatchdogSec=4s\nRestartSec=1s\nReadWritePaths=/var/lib/otagw-test\n"), 0o644)
 	put("etc/otagw/otagw.yaml", []byte(`daemon:
   read_group: "0"
@@ -120,7 +136,6 @@ ExecStart=/usr/local/bin/otagw-nspawn-check
 `), 0o644)
 	wants := filepath.Join(root, "etc/systemd/system/multi-user.target.wants")
 	os.MkdirAll(wants, 0o755)
-	os.Symlink("/etc/systemd/system/otagw.service", filepath.Join(wants, "otagw.service"))
 	os.Symlink("/etc/systemd/system/otagw-nspawn-check.service", filepath.Join(wants, "otagw-nspawn-check.service"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -152,5 +167,36 @@ ExecStart=/usr/local/bin/otagw-nspawn-check
 	}
 	if t.Failed() {
 		t.Logf("results:\n%s", res)
+	}
+}
+
+// TestDebianPackageLintian: the .deb for every gateway architecture passes
+// lintian with errors and warnings fatal.
+func TestDebianPackageLintian(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("lintian"); err != nil {
+		t.Fatalf("lintian missing (scripts/test-deps.sh installs it): %v", err)
+	}
+	dist := t.TempDir()
+	build := exec.Command("sh", "../scripts/deb.sh", "amd64", "arm64", "armhf")
+	build.Env = append(os.Environ(), "DIST="+dist, "VERSION=0.0.0+test")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/deb.sh: %v\n%s", err, out)
+	}
+	debs, _ := filepath.Glob(filepath.Join(dist, "*.deb"))
+	if len(debs) != 3 {
+		t.Fatalf("scripts/deb.sh made %v", debs)
+	}
+	for _, deb := range debs {
+		out, err := exec.Command("lintian", "--fail-on", "error,warning", deb).CombinedOutput()
+		var problems []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "E: ") || strings.HasPrefix(l, "W: ") {
+				problems = append(problems, l)
+			}
+		}
+		if err != nil || len(problems) > 0 {
+			t.Errorf("lintian %s: %v\n%s", filepath.Base(deb), err, strings.Join(problems, "\n"))
+		}
 	}
 }

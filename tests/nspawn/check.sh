@@ -9,6 +9,8 @@ check() { # name, then a command whose success means ok
 }
 prop() { systemctl show otagw -p "$1" --value; }
 
+check enabled-by-package systemctl is-enabled otagw
+check groups-created sh -c 'getent group otagw && getent group otagw-admin'
 check active systemctl is-active otagw
 check type-notify test "$(prop Type)" = notify
 check status-text sh -c 'systemctl show otagw -p StatusText --value | grep -q "idle: ready"'
