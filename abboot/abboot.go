@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -241,6 +242,19 @@ func (c *Chooser) update(op, slot string, fn func(map[string]string)) error {
 	}
 	ctx, cancel := c.ctx()
 	defer cancel()
+	// No write when the operation changes nothing (marking a good slot
+	// good on every boot): every write wears the flash and is a moment
+	// where power can fail.
+	if cur, err := c.store.read(ctx); err == nil {
+		next := make(map[string]string, len(cur))
+		for k, v := range cur {
+			next[k] = v
+		}
+		fn(next)
+		if maps.Equal(cur, next) {
+			return nil
+		}
+	}
 	err := c.store.update(ctx, func(env map[string]string) error { fn(env); return nil })
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, slot, err)

@@ -321,3 +321,38 @@ func TestOneWritePerOperation(t *testing.T) {
 		t.Fatalf("env after SetPrimary: %v", after.Env)
 	}
 }
+
+// TestNoWriteWithoutChange: marking a good slot good (what the daemon does
+// on every boot of a committed slot) leaves the environment file alone.
+func TestNoWriteWithoutChange(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := DefaultOptions()
+	opts.Backend = BackendFile
+	opts.File = filepath.Join(dir, "env.txt")
+	opts.Cmdline = filepath.Join(dir, "cmdline")
+	ch, err := New(opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.MarkGood("A"); err != nil { // creates the variables
+		t.Fatal(err)
+	}
+	before, err := os.Stat(opts.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.MarkGood("A"); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(opts.File)
+	if !os.SameFile(before, after) {
+		t.Errorf("MarkGood of a good slot rewrote the environment")
+	}
+	if err := ch.MarkBad("B"); err != nil {
+		t.Fatal(err)
+	}
+	if changed, _ := os.Stat(opts.File); os.SameFile(after, changed) {
+		t.Errorf("MarkBad did not write")
+	}
+}
