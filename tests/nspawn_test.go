@@ -94,17 +94,7 @@ func TestUnderSystemd(t *testing.T) {
 	}
 	// Install the Debian package the way a gateway would: dpkg -i in the
 	// container (no systemd running yet: postinst only enables the unit).
-	dist := t.TempDir()
-	build := exec.Command("sh", "../scripts/deb.sh", "amd64")
-	build.Env = append(os.Environ(), "DIST="+dist, "VERSION=0.0.0+test")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("scripts/deb.sh: %v\n%s", err, out)
-	}
-	debs, _ := filepath.Glob(filepath.Join(dist, "*.deb"))
-	if len(debs) != 1 {
-		t.Fatalf("scripts/deb.sh made %v", debs)
-	}
-	put("otagw.deb", read(debs[0]), 0o644)
+	put("otagw.deb", read(buildDebs(t, "amd64")[0]), 0o644)
 	if out, err := exec.Command("systemd-nspawn", "-q", "-D", root, "--register=no", "--keep-unit", "--pipe",
 		"dpkg", "-i", "/otagw.deb").CombinedOutput(); err != nil {
 		t.Fatalf("dpkg -i in the container: %v\n%s", err, out)
@@ -177,17 +167,7 @@ func TestDebianPackageLintian(t *testing.T) {
 	if _, err := exec.LookPath("lintian"); err != nil {
 		t.Fatalf("lintian missing (scripts/test-deps.sh installs it): %v", err)
 	}
-	dist := t.TempDir()
-	build := exec.Command("sh", "../scripts/deb.sh", "amd64", "arm64", "armhf")
-	build.Env = append(os.Environ(), "DIST="+dist, "VERSION=0.0.0+test")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("scripts/deb.sh: %v\n%s", err, out)
-	}
-	debs, _ := filepath.Glob(filepath.Join(dist, "*.deb"))
-	if len(debs) != 3 {
-		t.Fatalf("scripts/deb.sh made %v", debs)
-	}
-	for _, deb := range debs {
+	for _, deb := range buildDebs(t, "amd64", "arm64", "armhf") {
 		out, err := exec.Command("lintian", "--fail-on", "error,warning", deb).CombinedOutput()
 		var problems []string
 		for _, l := range strings.Split(string(out), "\n") {
@@ -199,4 +179,20 @@ func TestDebianPackageLintian(t *testing.T) {
 			t.Errorf("lintian %s: %v\n%s", filepath.Base(deb), err, strings.Join(problems, "\n"))
 		}
 	}
+}
+
+// buildDebs runs scripts/deb.sh for archs into a temporary directory.
+func buildDebs(t *testing.T, archs ...string) []string {
+	t.Helper()
+	dist := t.TempDir()
+	build := exec.Command("sh", append([]string{"../scripts/deb.sh"}, archs...)...)
+	build.Env = append(os.Environ(), "DIST="+dist, "VERSION=0.0.0+test")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/deb.sh: %v\n%s", err, out)
+	}
+	debs, _ := filepath.Glob(filepath.Join(dist, "*.deb"))
+	if len(debs) != len(archs) {
+		t.Fatalf("scripts/deb.sh %v made %v", archs, debs)
+	}
+	return debs
 }
