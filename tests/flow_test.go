@@ -135,6 +135,30 @@ func TestFlowGoodReleaseCommits(t *testing.T) {
 	if st.Assessment.Outcome != "not-pending" || slot(st, "B").TriesLeft != 3 {
 		t.Errorf("second boot of the committed release: %+v, B %+v", st.Assessment, slot(st, "B"))
 	}
+
+	// The operator verbs: rollback makes the other good slot primary (and
+	// reboots with --reboot); mark-bad takes a slot out of the order.
+	if out, e, code := otagw(t, nil, "rollback", "--socket", g.Socket); code != 0 || !strings.Contains(out, "slot A boots next") {
+		t.Fatalf("rollback: exit %d: %s %s", code, out, e)
+	}
+	if st := statusOf(t, g.Socket); !slot(st, "A").Primary || slot(st, "B").Primary {
+		t.Errorf("after rollback: A %+v, B %+v", slot(st, "A"), slot(st, "B"))
+	}
+	if out, e, code := otagw(t, nil, "mark-bad", "A", "--socket", g.Socket); code != 0 {
+		t.Fatalf("mark-bad A: %s %s", out, e)
+	}
+	if st := statusOf(t, g.Socket); slot(st, "A").State != "bad" || !slot(st, "B").Primary {
+		t.Errorf("after mark-bad A: A %+v, B %+v", slot(st, "A"), slot(st, "B"))
+	}
+	if _, e, code := otagw(t, nil, "rollback", "--reboot", "--socket", g.Socket); code == 0 || !strings.Contains(e, "no other slot is good") {
+		t.Errorf("rollback with no good other slot: exit %d: %s", code, e)
+	}
+	if _, err := os.Stat(filepath.Join(g.Dir, "rebooted")); err == nil {
+		t.Errorf("a refused rollback rebooted")
+	}
+	if out, e, code := otagw(t, nil, "mark-good", "--socket", g.Socket); code != 0 || !strings.Contains(out, "slot B marked good") {
+		t.Errorf("mark-good: exit %d: %s %s", code, out, e)
+	}
 	d.stop(t)
 }
 
