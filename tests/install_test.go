@@ -312,3 +312,56 @@ func (g *gateway) startDaemonHere(t *testing.T) *daemonProc {
 	ns.wait(t, "READY", "1", 30*time.Second)
 	return d
 }
+
+// TestInstallResumeManual: with update.resume: manual an interrupted
+// install is reported not bootable at the next start, and `otagw install
+// --resume` continues it from its checkpoint to a correct slot.
+func TestInstallResumeManual(t *testing.T) {
+	t.Parallel()
+	const size = 12 << 20
+	g := newGateway(t, 16<<20, "")
+	cfg, _ := os.ReadFile(g.Config)
+	os.WriteFile(g.Config, bytes.Replace(cfg, []byte("update:\n"), []byte("update:\n  resume: manual\n"), 1), 0o644)
+	image := testImage(size)
+	url, _ := flakyServer(t, g.bundle(t, "2.0.0", image), 4<<20)
+
+	d := g.startDaemonHere(t)
+	c := exec.Command(otagwBin, "install", "--socket", g.Socket, url)
+	c.Start()
+	// Kill once at least one checkpoint is persisted.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if st := statusOf(t, g.Socket); st.State == "installing" && strings.Contains(st.Message, "installing") {
+			time.Sleep(1500 * time.Millisecond)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("install never started")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+	c.Wait()
+
+	d = g.startDaemonHere(t)
+	st := statusOf(t, g.Socket)
+	if b := slot(st, "B"); !strings.Contains(b.Note, "not bootable") || b.Primary {
+		t.Fatalf("after the kill with resume: manual, slot B = %+v (%s)", b, st.Message)
+	}
+	out, e, code := otagw(t, nil, "install", "--resume", "--json", "--socket", g.Socket)
+	if code != 0 {
+		t.Fatalf("install --resume: exit %d\n%s\n%s", code, out, e)
+	}
+	if !strings.Contains(d.out.String(), "resuming at chunk") || strings.Contains(d.out.String(), "resuming at chunk 0 ") {
+		t.Errorf("the resume did not start from a checkpoint:\n%s", d.out.String())
+	}
+	got, _ := os.ReadFile(g.SlotB)
+	if !bytes.Equal(got[:size], image) {
+		t.Error("slot B differs from the image after the resume")
+	}
+	if st := statusOf(t, g.Socket); st.State != "installed" || !slot(st, "B").Primary {
+		t.Errorf("after the resume: %s, B %+v", st.State, slot(st, "B"))
+	}
+	d.stop(t)
+}
