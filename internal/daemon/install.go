@@ -105,9 +105,18 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 	if auto && rec.Source != "" && sourceAvailable(rec.Source) {
 		d.log.Warn("interrupted install found: resuming", zap.String("source", rec.Source),
 			zap.String("slot", rec.Bootname), zap.Int("from_chunk", nextChunk(rec.Checkpoint)))
-		if _, err := p.begin(rec.Source, true); err != nil {
-			d.log.Error("resume failed to start", zap.Error(err))
-		}
+		// In the background: re-reading a remote bundle's head may take
+		// its retries, and READY=1 must not wait for that.
+		d.setState("installing", "resuming the interrupted install of "+rec.Source)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if _, err := p.begin(rec.Source, true); err != nil {
+				d.log.Error("resume failed to start", zap.Error(err))
+				r := rec
+				p.markNotBootable(&r, "resume failed: "+err.Error())
+			}
+		}()
 		return nil
 	}
 	why := "install interrupted; resume it with: otagw install --resume"
