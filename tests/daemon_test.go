@@ -290,3 +290,40 @@ func TestStateTamperingSurvived(t *testing.T) {
 		t.Errorf("no moved-aside state files")
 	}
 }
+
+// TestConfigApply: a whole new config handed over the API (what a remote
+// configuration agent does) is validated whole, written and loaded; an
+// invalid one is refused with every error and the file stays as it was.
+func TestConfigApply(t *testing.T) {
+	t.Parallel()
+	dir := testDir(t)
+	cfg := writeConfig(t, dir, "", "")
+	ns := newNotifySocket(t, dir)
+	d := startDaemon(t, cfg, "NOTIFY_SOCKET="+ns.Path)
+	ns.wait(t, "READY", "1", 30*time.Second)
+	sock := filepath.Join(dir, "otagw.sock")
+	orig, _ := os.ReadFile(cfg)
+
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, append(append([]byte(nil), orig...), []byte("colour: red\nupdate: {threshold: 0}\n")...), 0o644)
+	_, e, code := otagw(t, nil, "config", "apply", bad, "--socket", sock)
+	if code != 1 || !strings.Contains(e, "colour: unknown key") || !strings.Contains(e, "nothing changed") {
+		t.Errorf("invalid apply: exit %d: %s", code, e)
+	}
+	if now, _ := os.ReadFile(cfg); string(now) != string(orig) {
+		t.Errorf("an invalid apply changed the config file")
+	}
+
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte(strings.Replace(string(orig), "daemon:\n", "daemon:\n  log_level: warn\n", 1)), 0o644)
+	if out, e, code := otagw(t, nil, "config", "apply", good, "--socket", sock); code != 0 {
+		t.Fatalf("apply: %s %s", out, e)
+	}
+	if st := statusOf(t, sock); st.LogLevel != "warn" || st.ConfigGeneration != 2 {
+		t.Errorf("after apply: level %s generation %d", st.LogLevel, st.ConfigGeneration)
+	}
+	if now, _ := os.ReadFile(cfg); !strings.Contains(string(now), "log_level: warn") {
+		t.Errorf("the applied config was not written to %s", cfg)
+	}
+	d.stop(t)
+}

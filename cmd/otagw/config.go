@@ -5,15 +5,48 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
 )
 
 func init() {
 	register("config validate", "check a configuration file; lists every error", runConfigValidate)
 	register("config show", "print the effective configuration with defaults filled", runConfigShow)
+	register("config apply", "hand the daemon a whole new config file: validated, written atomically, loaded", runConfigApply)
+}
+
+// runConfigApply is remote configuration's entry point: an agent that
+// fetched a new otagw.yaml hands it over; nothing changes unless all of it
+// is valid.
+func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("otagw config apply", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	pos, err := parseArgs(fs, args)
+	if err != nil || len(pos) != 1 {
+		fmt.Fprintln(stderr, "usage: otagw config apply FILE|-")
+		return 2
+	}
+	var data []byte
+	if pos[0] == "-" {
+		data, err = io.ReadAll(os.Stdin)
+	} else {
+		data, err = os.ReadFile(pos[0])
+	}
+	if err != nil {
+		return clientError(stderr, "config apply", err)
+	}
+	var st api.Status
+	if err := api.NewClient(*sock).PostRaw(ctx, "/v1/config", "application/yaml", data, &st); err != nil {
+		fmt.Fprintf(stderr, "otagw config apply: refused, nothing changed:\n%v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "configuration applied (generation %d)\n", st.ConfigGeneration)
+	return 0
 }
 
 func runConfigValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {

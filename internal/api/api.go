@@ -302,9 +302,32 @@ func (c *Client) Post(ctx context.Context, path string, in, out any) error {
 	return c.do(ctx, http.MethodPost, path, in, out)
 }
 
+// PostRaw calls a write route with a body that is not JSON (a YAML
+// config file, say).
+func (c *Client) PostRaw(ctx context.Context, path, contentType string, body []byte, out any) error {
+	resp, err := c.request(ctx, http.MethodPost, path, rawBody{contentType, body})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+type rawBody struct {
+	contentType string
+	data        []byte
+}
+
 func (c *Client) request(ctx context.Context, method, path string, in any) (*http.Response, error) {
 	var body io.Reader
-	if in != nil {
+	contentType := "application/json"
+	if rb, ok := in.(rawBody); ok {
+		body, contentType = bytes.NewReader(rb.data), rb.contentType
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return nil, err
@@ -316,7 +339,7 @@ func (c *Client) request(ctx context.Context, method, path string, in any) (*htt
 		return nil, err
 	}
 	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -91,6 +92,8 @@ type Daemon struct {
 	beat func()
 	// serving is set once the API socket listens.
 	serving atomic.Bool
+	// reloadMu serialises SIGHUP, otagw reload and otagw config apply.
+	reloadMu sync.Mutex
 }
 
 // New checks what can be checked before Run.
@@ -292,6 +295,12 @@ func (d *Daemon) config() *config.Config {
 
 // reload answers SIGHUP and POST /v1/reload.
 func (d *Daemon) reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	return d.reloadLocked()
+}
+
+func (d *Daemon) reloadLocked() error {
 	d.log.Info("reloading configuration", zap.String("config", d.opts.ConfigPath))
 	d.notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
 	defer d.notify("READY=1")
@@ -310,9 +319,6 @@ func (d *Daemon) reload() error {
 	}
 	access, _ := d.access(nc)
 	d.srv.SetAccess(access)
-	for _, p := range d.parts {
-		p.reload(nc)
-	}
 	if err := d.opts.Level.UnmarshalText([]byte(nc.Daemon.LogLevel)); err != nil {
 		d.log.Warn("log level", zap.Error(err))
 	}
@@ -321,6 +327,9 @@ func (d *Daemon) reload() error {
 	d.gen++
 	gen := d.gen
 	d.mu.Unlock()
+	for _, p := range d.parts {
+		p.reload(nc)
+	}
 	d.log.Info("configuration reloaded", zap.Int("generation", gen))
 	d.setMessage("config reloaded")
 	return nil
@@ -382,6 +391,37 @@ func (d *Daemon) notify(s string) {
 func (d *Daemon) routes() {
 	d.srv.Read("GET /v1/status", d.handleStatus)
 	d.srv.Write("POST /v1/reload", d.handleReload)
+	d.srv.Write("POST /v1/config", d.handleApply)
+}
+
+// handleApply takes a whole new config file (remote configuration): it
+// is validated whole, written over the config file atomically and then
+// loaded. An invalid one is refused with every error and changes nothing.
+func (d *Daemon) handleApply(w http.ResponseWriter, r *http.Request) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
+	if err != nil || len(data) > 1<<20 {
+		api.WriteError(w, http.StatusBadRequest, "bad-request", "config body unreadable or over 1 MiB")
+		return
+	}
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if _, err := config.Parse(d.opts.ConfigPath, data); err != nil {
+		d.log.Error("config apply refused; nothing changed", zap.Error(err))
+		api.WriteError(w, http.StatusPreconditionFailed, "config-invalid", err.Error())
+		return
+	}
+	old, _ := os.ReadFile(d.opts.ConfigPath)
+	if err := state.WriteFileAtomic(d.opts.ConfigPath, data, 0o644); err != nil {
+		api.WriteError(w, http.StatusInternalServerError, "io-error", fmt.Sprintf("write %s: %v", d.opts.ConfigPath, err))
+		return
+	}
+	if err := d.reloadLocked(); err != nil {
+		state.WriteFileAtomic(d.opts.ConfigPath, old, 0o644) // cannot happen: Parse accepted it
+		api.WriteError(w, http.StatusPreconditionFailed, "config-invalid", err.Error())
+		return
+	}
+	d.log.Info("configuration applied through the API", zap.String("config", d.opts.ConfigPath))
+	api.WriteJSON(w, d.status())
 }
 
 // handleReload is SIGHUP over the API: 200 when the new config is in

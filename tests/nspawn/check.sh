@@ -25,6 +25,11 @@ echo "daemon: {sockett: x}" >>/etc/otagw/otagw.yaml
 check reload-bad-fails sh -c '! systemctl reload otagw'
 check still-active-after-bad-reload systemctl is-active otagw
 sed -i '$d' /etc/otagw/otagw.yaml
+# Remote configuration: a whole new file through the API, written by the
+# sandboxed service itself (ProtectSystem=strict with /etc/otagw writable).
+sed 's/^daemon:$/daemon:\n  log_level: debug/' /etc/otagw/otagw.yaml >/tmp/new.yaml
+check config-apply otagw config apply /tmp/new.yaml
+check config-applied sh -c 'otagw status --json | grep -q "\"log_level\": \"debug\""'
 # A hung daemon: its health loop stops, WATCHDOG=1 stops, systemd kills
 # and restarts it (WatchdogSec=4s in the test drop-in).
 pid=$(prop MainPID)
