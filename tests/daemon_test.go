@@ -298,9 +298,7 @@ func TestConfigApply(t *testing.T) {
 	t.Parallel()
 	dir := testDir(t)
 	cfg := writeConfig(t, dir, "", "")
-	ns := newNotifySocket(t, dir)
-	d := startDaemon(t, cfg, "NOTIFY_SOCKET="+ns.Path)
-	ns.wait(t, "READY", "1", 30*time.Second)
+	d := startReady(t, cfg)
 	sock := filepath.Join(dir, "otagw.sock")
 	orig, _ := os.ReadFile(cfg)
 

@@ -49,10 +49,7 @@ func (g *gateway) boot(t *testing.T) string {
 
 func (g *gateway) start(t *testing.T) *daemonProc {
 	t.Helper()
-	ns := newNotifySocket(t, t.TempDir())
-	d := startDaemon(t, g.Config, "NOTIFY_SOCKET="+ns.Path)
-	ns.wait(t, "READY", "1", 30*time.Second)
-	return d
+	return startReady(t, g.Config)
 }
 
 // waitState polls status until pred holds.

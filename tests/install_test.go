@@ -268,7 +268,7 @@ func TestInstallRefusedLeavesBootAlone(t *testing.T) {
 	os.WriteFile(g.Env, []byte("BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n"), 0o644)
 	b := g.bundle(t, "2.0.0", testImage(4<<20))
 	good, _ := os.ReadFile(b)
-	d := g.startDaemonHere(t)
+	d := g.start(t)
 
 	envBefore, _ := os.ReadFile(g.Env)
 	manifestFlip := append([]byte(nil), good...)
@@ -305,14 +305,6 @@ func TestInstallRefusedLeavesBootAlone(t *testing.T) {
 	d.stop(t)
 }
 
-func (g *gateway) startDaemonHere(t *testing.T) *daemonProc {
-	t.Helper()
-	ns := newNotifySocket(t, t.TempDir())
-	d := startDaemon(t, g.Config, "NOTIFY_SOCKET="+ns.Path)
-	ns.wait(t, "READY", "1", 30*time.Second)
-	return d
-}
-
 // TestInstallResumeManual: with update.resume: manual an interrupted
 // install is reported not bootable at the next start, and `otagw install
 // --resume` continues it from its checkpoint to a correct slot.
@@ -325,7 +317,7 @@ func TestInstallResumeManual(t *testing.T) {
 	image := testImage(size)
 	url, _ := flakyServer(t, g.bundle(t, "2.0.0", image), 4<<20)
 
-	d := g.startDaemonHere(t)
+	d := g.start(t)
 	c := exec.Command(otagwBin, "install", "--socket", g.Socket, url)
 	c.Start()
 	// Kill once at least one checkpoint is persisted.
@@ -344,7 +336,7 @@ func TestInstallResumeManual(t *testing.T) {
 	<-d.done
 	c.Wait()
 
-	d = g.startDaemonHere(t)
+	d = g.start(t)
 	st := statusOf(t, g.Socket)
 	if b := slot(st, "B"); !strings.Contains(b.Note, "not bootable") || b.Primary {
 		t.Fatalf("after the kill with resume: manual, slot B = %+v (%s)", b, st.Message)

@@ -36,7 +36,7 @@ func TestInstallIntoLoopDevices(t *testing.T) {
 	b := g.bundle(t, "3.1.0", img)
 	aBefore, _ := os.ReadFile(g.SlotA)
 
-	d := g.startDaemonHere(t)
+	d := g.start(t)
 	if out, e, code := otagw(t, nil, "install", "--socket", g.Socket, b); code != 0 {
 		t.Fatalf("install into %s: %s %s", devB, out, e)
 	}

@@ -220,3 +220,13 @@ func otagw(t *testing.T, env []string, args ...string) (string, string, int) {
 	}
 	return o.String(), e.String(), code
 }
+
+// startReady starts the daemon with a NOTIFY_SOCKET of its own and waits
+// for READY=1.
+func startReady(t *testing.T, cfgPath string) *daemonProc {
+	t.Helper()
+	ns := newNotifySocket(t, t.TempDir())
+	d := startDaemon(t, cfgPath, "NOTIFY_SOCKET="+ns.Path)
+	ns.wait(t, "READY", "1", 30*time.Second)
+	return d
+}

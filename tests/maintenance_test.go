@@ -24,7 +24,7 @@ func TestMaintenanceWindows(t *testing.T) {
 `)
 		os.WriteFile(g.Env, []byte("BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n"), 0o644)
 		b := g.bundle(t, "2.0.0", testImage(2<<20))
-		d := g.startDaemonHere(t)
+		d := g.start(t)
 		envBefore, _ := os.ReadFile(g.Env)
 		_, e, code := otagw(t, nil, "install", "--socket", g.Socket, b)
 		if code == 0 || !strings.Contains(e, "maintenance window") || !strings.Contains(e, "new-year") {
@@ -52,7 +52,7 @@ func TestMaintenanceWindows(t *testing.T) {
   reboot: window
 `, fmt.Sprintf("  reboot_command: [/bin/sh, -c, 'echo \"$OTAGW_REBOOT_REASON\" > %s']\n", marker))
 		b := g.bundle(t, "2.0.0", testImage(2<<20))
-		d := g.startDaemonHere(t)
+		d := g.start(t)
 		if out, e, code := otagw(t, nil, "install", "--socket", g.Socket, b); code != 0 {
 			t.Fatalf("install: %s %s", out, e)
 		}

@@ -305,16 +305,7 @@ func (c *Client) Post(ctx context.Context, path string, in, out any) error {
 // PostRaw calls a write route with a body that is not JSON (a YAML
 // config file, say).
 func (c *Client) PostRaw(ctx context.Context, path, contentType string, body []byte, out any) error {
-	resp, err := c.request(ctx, http.MethodPost, path, rawBody{contentType, body})
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if out == nil {
-		io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return c.do(ctx, http.MethodPost, path, rawBody{contentType, body}, out)
 }
 
 type rawBody struct {
