@@ -219,3 +219,22 @@ func FuzzParseHex(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseELF: firmware inputs come from build servers and people; a
+// malformed ELF must give an error, never a panic or overlapping segments.
+func FuzzParseELF(f *testing.F) {
+	f.Add(elf32([]Segment{{Addr: 0x08000000, Data: []byte{1, 2, 3, 4, 5, 6, 7, 8}}}, 16))
+	f.Add(elf32([]Segment{{Addr: 0x08000000, Data: []byte{1, 2}}, {Addr: 0x08001000, Data: []byte{3}}}, 0))
+	f.Add([]byte("\x7fELF"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		segs, err := LoadInput("fw.elf", data, 0, false)
+		if err != nil {
+			return
+		}
+		for i := 1; i < len(segs); i++ {
+			if uint64(segs[i-1].Addr)+uint64(len(segs[i-1].Data)) > uint64(segs[i].Addr) {
+				t.Fatalf("segments overlap: %+v", segs)
+			}
+		}
+	})
+}
