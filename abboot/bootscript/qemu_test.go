@@ -1,17 +1,14 @@
 package bootscript
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/otagw/otagw/abboot/bootscript/ubootqemu"
 	"github.com/otagw/otagw/abboot/ubootenv"
 )
 
@@ -28,28 +25,13 @@ import (
 // TESTING.md), which does not matter here: the check is on the in-memory
 // state at the moment the script boots or resets.
 func TestRealUBootAgreesWithModel(t *testing.T) {
-	qemu, err := exec.LookPath("qemu-system-aarch64")
-	if err != nil {
-		t.Skip("qemu-system-aarch64 not installed (Debian package qemu-system-arm)")
-	}
-	const bios = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
-	if _, err := os.Stat(bios); err != nil {
-		t.Skipf("%s missing (Debian package u-boot-qemu)", bios)
-	}
-	mk, err := exec.LookPath("mkimage")
-	if err != nil {
-		t.Skip("mkimage not installed (u-boot-tools)")
-	}
+	board := ubootqemu.New(t, "boot.cmd")
 	dir := t.TempDir()
-	scr := filepath.Join(dir, "boot.scr")
-	if out, err := exec.Command(mk, "-A", "arm64", "-T", "script", "-C", "none", "-n", "otagw", "-d", "boot.cmd", scr).CombinedOutput(); err != nil {
-		t.Fatalf("mkimage: %v %s", err, out)
-	}
 	watch := []string{"BOOT_ORDER", "BOOT_A_LEFT", "BOOT_B_LEFT", "bootargs", "otagw_slot", "boot_slot", "boot_bad", "upgrade_available", "bootcount", "otagw_altboot"}
 	base := map[string]string{
 		"bootcmd":          "source ${scriptaddr}",
 		"bootdelay":        "0",
-		"scriptaddr":       "0x40200000",
+		"scriptaddr":       ubootqemu.ScriptAddr,
 		"otagw_load_A":     "echo OTAGW-LOAD A",
 		"otagw_load_B":     "echo OTAGW-LOAD B",
 		"otagw_root_A":     "/dev/vda2",
@@ -72,7 +54,7 @@ func TestRealUBootAgreesWithModel(t *testing.T) {
 		{"bootcount altboot", map[string]string{"otagw_mode": "bootcount", "boot_slot": "B", "upgrade_available": "1", "bootcount": "4", "otagw_altboot": "1"}},
 		{"bootcount altboot from A", map[string]string{"otagw_mode": "bootcount", "boot_slot": "A", "boot_bad": "B", "otagw_altboot": "1"}},
 	}
-	for i, tc := range cases {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			env := map[string]string{}
@@ -96,29 +78,12 @@ func TestRealUBootAgreesWithModel(t *testing.T) {
 			for k, v := range env {
 				real[k] = v
 			}
-			img, err := ubootenv.EncodeImage(real, 0x40000, false, 0)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			console, err := board.Run(ctx, real, dir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			flash := filepath.Join(dir, "flash"+string(rune('a'+i))+".img")
-			if err := os.WriteFile(flash, img, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Truncate(flash, 64<<20); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, qemu, "-M", "virt", "-cpu", "cortex-a57", "-m", "256",
-				"-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-				"-bios", bios, "-drive", "if=pflash,format=raw,index=1,file="+flash,
-				"-device", "loader,file="+scr+",addr=0x40200000,force-raw=on")
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Run(); err != nil {
-				t.Fatalf("qemu: %v\n%s", err, out.String())
-			}
-			console := strings.ReplaceAll(out.String(), "\r", "")
 			if !strings.Contains(console, "## Executing script at 40200000") {
 				t.Fatalf("U-Boot did not run the script (env not accepted?):\n%s", console)
 			}
