@@ -22,6 +22,20 @@ func (c *conn) readAddr() (uint32, bool, error) {
 	return binary.BigEndian.Uint32(p), xor(p[:4]) == p[4], nil
 }
 
+// readList reads the n+1 bytes that follow a count byte n and their
+// checksum (n XOR the bytes); ok is false on a bad checksum.
+func (c *conn) readList(n byte) ([]byte, bool, error) {
+	p, err := c.read(int(n) + 1)
+	if err != nil {
+		return nil, false, err
+	}
+	cs, err := c.next()
+	if err != nil {
+		return nil, false, err
+	}
+	return p, cs == n^xor(p), nil
+}
+
 type region int
 
 const (
@@ -153,15 +167,11 @@ func (c *conn) writeMemory() error {
 	if err != nil {
 		return err
 	}
-	data, err := c.read(int(nb) + 1)
+	data, ok, err := c.readList(nb)
 	if err != nil {
 		return err
 	}
-	cs, err := c.next()
-	if err != nil {
-		return err
-	}
-	if cs != nb^xor(data) {
+	if !ok {
 		return c.nack()
 	}
 	s.mu.Lock()
@@ -291,15 +301,11 @@ func (c *conn) erase() error {
 		}
 		return c.massErase()
 	}
-	p, err := c.read(int(n) + 1)
+	p, ok, err := c.readList(n)
 	if err != nil {
 		return err
 	}
-	cs, err := c.next()
-	if err != nil {
-		return err
-	}
-	if cs != n^xor(p) {
+	if !ok {
 		return c.nack()
 	}
 	pages := make([]int, len(p))
@@ -366,15 +372,10 @@ func (c *conn) writeProtect() error {
 	if err != nil {
 		return err
 	}
-	p, err := c.read(int(n) + 1)
-	if err != nil {
+	// The sector list is read and checked; the model protects everything.
+	if _, ok, err := c.readList(n); err != nil {
 		return err
-	}
-	cs, err := c.next()
-	if err != nil {
-		return err
-	}
-	if cs != n^xor(p) {
+	} else if !ok {
 		return c.nack()
 	}
 	if err := c.send(ack); err != nil {
