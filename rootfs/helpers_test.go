@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/otagw/otagw/internal/sign"
+	"github.com/otagw/otagw/internal/sign/signtest"
 	"github.com/otagw/otagw/rootfs/bundle"
 	"github.com/otagw/otagw/rootfs/source"
 )
@@ -32,20 +33,8 @@ type testKey struct {
 
 func newKey(t testing.TB) testKey {
 	t.Helper()
-	dir := t.TempDir()
-	priv, pub, err := sign.GenerateKey(dir, "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sign.LoadSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := sign.LoadPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testKey{signer: s, pub: p}
+	s, pub := signtest.Key(t)
+	return testKey{signer: s, pub: pub}
 }
 
 // makeImage returns size bytes: random first half, compressible second half.

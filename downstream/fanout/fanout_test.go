@@ -3,8 +3,6 @@ package fanout_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	mrand "math/rand"
@@ -23,12 +21,8 @@ import (
 	"github.com/otagw/otagw/downstream/stm32/chips"
 	"github.com/otagw/otagw/downstream/stm32sim"
 	"github.com/otagw/otagw/internal/sign"
+	"github.com/otagw/otagw/internal/sign/signtest"
 )
-
-type signer struct{ priv ed25519.PrivateKey }
-
-func (s signer) KeyID() string                 { return sign.KeyID(s.priv.Public().(ed25519.PublicKey)) }
-func (s signer) Sign(m []byte) ([]byte, error) { return ed25519.Sign(s.priv, m), nil }
 
 // mux is a bus link that reaches whichever device the last reset selected,
 // as BOOT0/NRST lines select one MCU on a shared UART.
@@ -153,9 +147,9 @@ func makePkg(t *testing.T, s sign.Signer, kr *sign.Keyring, pid uint16, family, 
 	return p, img
 }
 
-func keys() (sign.Signer, *sign.Keyring) {
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	return signer{priv}, sign.NewKeyring(pub)
+func keys(t testing.TB) (sign.Signer, *sign.Keyring) {
+	s, pub := signtest.Key(t)
+	return s, sign.NewKeyring(pub)
 }
 
 func noSleep(context.Context, time.Duration) error { return nil }
@@ -165,7 +159,7 @@ func noSleep(context.Context, time.Duration) error { return nil }
 // outdated (Success), already current (NotNeeded). The two bus workers run
 // at the same time (a barrier in OpenBus proves it, no timing involved).
 func TestFleet(t *testing.T) {
-	s, kr := keys()
+	s, kr := keys(t)
 	pkg, img := makePkg(t, s, kr, 0x410, "F1", "1.0.0", 24*1024)
 	chip, _ := chips.Lookup(0x410)
 	hw := newSimHW(t)
@@ -267,9 +261,9 @@ func TestFleet(t *testing.T) {
 // ID, an image beyond the chip's flash and a downgrade are each refused
 // with the simulator having seen no erase (and no write).
 func TestRefusedBeforeErase(t *testing.T) {
-	s, kr := keys()
+	s, kr := keys(t)
 	good, _ := makePkg(t, s, kr, 0x410, "F1", "1.0.0", 4096)
-	_, otherKR := keys()
+	_, otherKR := keys(t)
 	tampered, _ := makePkg(t, s, nil, 0x410, "F1", "1.0.0", 4096)
 	if err := tampered.Verify(otherKR, 1); err == nil {
 		t.Fatal("foreign keyring accepted the package")

@@ -18,7 +18,7 @@ import (
 // is on (then it is mass-erased by the bootloader and flashed); a
 // write-protected part is flashed after Write Unprotect.
 func TestProtection(t *testing.T) {
-	s, kr := keys()
+	s, kr := keys(t)
 	pkg, img := makePkg(t, s, kr, 0x413, "F4", "1.0.0", 6000)
 	chip, _ := chips.Lookup(0x413)
 	for _, tc := range []struct {

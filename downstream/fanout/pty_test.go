@@ -17,7 +17,7 @@ import (
 // strategy, the STM32 client and the engine; once clean and once with
 // NACKs and corrupted bytes on the line.
 func TestSerialPTY(t *testing.T) {
-	s, kr := keys()
+	s, kr := keys(t)
 	for _, tc := range []struct {
 		name   string
 		pid    uint16

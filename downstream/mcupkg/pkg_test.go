@@ -2,24 +2,18 @@ package mcupkg
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
 
 	"github.com/otagw/otagw/internal/sign"
+	"github.com/otagw/otagw/internal/sign/signtest"
 )
 
-type testSigner struct{ priv ed25519.PrivateKey }
-
-func (s testSigner) KeyID() string                 { return sign.KeyID(s.priv.Public().(ed25519.PublicKey)) }
-func (s testSigner) Sign(m []byte) ([]byte, error) { return ed25519.Sign(s.priv, m), nil }
-
 func newKey(t testing.TB) (sign.Signer, *sign.Keyring) {
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	return testSigner{priv}, sign.NewKeyring(pub)
+	s, pub := signtest.Key(t)
+	return s, sign.NewKeyring(pub)
 }
 
 func testPackage(t testing.TB, s sign.Signer) []byte {

@@ -151,6 +151,11 @@ type keySigner struct {
 func (k keySigner) KeyID() string                   { return k.id }
 func (k keySigner) Sign(msg []byte) ([]byte, error) { return ed25519.Sign(k.priv, msg), nil }
 
+// NewSigner signs with a key held in memory.
+func NewSigner(priv ed25519.PrivateKey) Signer {
+	return keySigner{id: KeyID(priv.Public().(ed25519.PublicKey)), priv: priv}
+}
+
 // LoadSigner reads a PKCS#8 PEM ed25519 private key.
 func LoadSigner(path string) (Signer, error) {
 	data, err := os.ReadFile(path)
@@ -169,7 +174,7 @@ func LoadSigner(path string) (Signer, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: key is %T, want ed25519", path, k)
 	}
-	return keySigner{id: KeyID(priv.Public().(ed25519.PublicKey)), priv: priv}, nil
+	return NewSigner(priv), nil
 }
 
 // LoadPublicKey reads a PKIX PEM ed25519 public key.

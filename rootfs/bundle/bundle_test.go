@@ -13,24 +13,12 @@ import (
 	"time"
 
 	"github.com/otagw/otagw/internal/sign"
+	"github.com/otagw/otagw/internal/sign/signtest"
 )
 
 func testSigner(t testing.TB) (sign.Signer, ed25519.PublicKey) {
 	t.Helper()
-	dir := t.TempDir()
-	priv, pub, err := sign.GenerateKey(dir, "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sign.LoadSigner(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := sign.LoadPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, p
+	return signtest.Key(t)
 }
 
 func testImage(size int) []byte {
