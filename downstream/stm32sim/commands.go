@@ -378,13 +378,21 @@ func (c *conn) writeProtect() error {
 	} else if !ok {
 		return c.nack()
 	}
+	s.mu.Lock()
+	s.wrp = true
+	s.mu.Unlock()
+	return c.ackReset()
+}
+
+// ackReset sends the final ACK of a protection command, then resets the
+// part as the ROM does; the host must synchronise again.
+func (c *conn) ackReset() error {
 	if err := c.send(ack); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.wrp = true
-	s.resetLocked()
-	s.mu.Unlock()
+	c.s.mu.Lock()
+	c.s.resetLocked()
+	c.s.mu.Unlock()
 	return errReset
 }
 
@@ -399,13 +407,7 @@ func (c *conn) protectToggle(op byte) error {
 		s.rdp = true
 	}
 	s.mu.Unlock()
-	if err := c.send(ack); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.resetLocked()
-	s.mu.Unlock()
-	return errReset
+	return c.ackReset()
 }
 
 func (c *conn) readoutUnprotect() error {
@@ -418,13 +420,7 @@ func (c *conn) readoutUnprotect() error {
 	s.stats.Erases++
 	s.stats.PagesErased += len(s.chip.Pages())
 	s.mu.Unlock()
-	if err := c.send(ack); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.resetLocked()
-	s.mu.Unlock()
-	return errReset
+	return c.ackReset()
 }
 
 func (c *conn) checksum() error {
