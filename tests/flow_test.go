@@ -30,6 +30,21 @@ assessment:
 	return g
 }
 
+// installedGateway is a flow gateway booted from A with release 2.0.0
+// installed into B and the daemon stopped: the next boot tries B.
+func installedGateway(t *testing.T, assessment string) *gateway {
+	t.Helper()
+	g := flowGateway(t, assessment)
+	g.boot(t)
+	b := g.bundle(t, "2.0.0", testImage(4<<20))
+	d := g.start(t)
+	if out, code := g.install(t, b); code != 0 {
+		t.Fatalf("install: %s", out)
+	}
+	d.stop(t)
+	return g
+}
+
 // boot runs the simulated boot loader and returns the slot it booted.
 func (g *gateway) boot(t *testing.T) string {
 	t.Helper()
@@ -163,21 +178,14 @@ func TestFlowGoodReleaseCommits(t *testing.T) {
 // -> mark bad -> reboot -> old slot, with the tries as expected.
 func TestFlowBadReleaseRollsBack(t *testing.T) {
 	t.Parallel()
-	g := flowGateway(t, "  deadline: 3s\n  retry_interval: 1s\n")
-	g.boot(t)
-	b := g.bundle(t, "2.0.0", testImage(4<<20))
-	d := g.start(t)
-	if out, code := g.install(t, b); code != 0 {
-		t.Fatalf("install: %s", out)
-	}
-	d.stop(t)
+	g := installedGateway(t, "  deadline: 3s\n  retry_interval: 1s\n")
 	if s := g.boot(t); s != "B" {
 		t.Fatalf("booted %s, want B", s)
 	}
 	if e := g.env(t); e["BOOT_B_LEFT"] != "2" {
 		t.Errorf("U-Boot did not count the try: BOOT_B_LEFT=%s", e["BOOT_B_LEFT"])
 	}
-	d = g.start(t) // no "healthy" file: the required check fails
+	d := g.start(t) // no "healthy" file: the required check fails
 	rebooted := filepath.Join(g.Dir, "rebooted")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -221,14 +229,7 @@ func TestFlowBadReleaseRollsBack(t *testing.T) {
 // brings the board back to the old slot.
 func TestFlowCrashLoopFallsBack(t *testing.T) {
 	t.Parallel()
-	g := flowGateway(t, "  deadline: 10m\n  retry_interval: 1s\n")
-	g.boot(t)
-	b := g.bundle(t, "2.0.0", testImage(4<<20))
-	d := g.start(t)
-	if out, code := g.install(t, b); code != 0 {
-		t.Fatalf("install: %s", out)
-	}
-	d.stop(t)
+	g := installedGateway(t, "  deadline: 10m\n  retry_interval: 1s\n")
 	var seq []string
 	var left []string
 	for i := 0; i < 6; i++ {
@@ -249,7 +250,7 @@ func TestFlowCrashLoopFallsBack(t *testing.T) {
 	if got := strings.Join(left, " "); got != "2 1 0 0" {
 		t.Errorf("BOOT_B_LEFT after each boot = %q, want \"2 1 0 0\"", got)
 	}
-	d = g.start(t)
+	d := g.start(t)
 	st := g.waitState(t, "rolled back", func(s api.Status) bool { return s.Assessment != nil })
 	if st.Assessment.Outcome != "rolled-back" || !strings.Contains(st.Message, "rolled back") {
 		t.Errorf("after fallback: %+v, %q", st.Assessment, st.Message)
