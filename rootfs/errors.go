@@ -46,21 +46,22 @@ func (e *IOError) Error() string {
 
 func (e *IOError) Unwrap() error { return e.Err }
 
-// Kind names the failure class of an install error for status, logs and
-// scripts: "signature", "unknown_key", "threshold", "format",
-// "hash_mismatch", "truncated", "trailing_data", "incompatible",
-// "downgrade", "expired", "slot_too_small", "slot_busy", "no_slot",
-// "resume_mismatch", "canceled", "io" or "other".
+// Kind names the failure class of an install error for status, logs, the
+// API and scripts: "signature-invalid", "unknown-key", "below-threshold",
+// "format", "hash-mismatch", "source-truncated", "trailing-data",
+// "incompatible", "downgrade-refused", "expired", "slot-too-small",
+// "slot-busy", "no-slot", "resume-mismatch", "canceled", "io-error" or
+// "error".
 func Kind(err error) string {
 	for _, k := range []struct {
 		err  error
 		name string
 	}{
-		{ErrSignature, "signature"}, {ErrUnknownKey, "unknown_key"}, {ErrThreshold, "threshold"},
-		{ErrFormat, "format"}, {ErrHashMismatch, "hash_mismatch"}, {ErrTruncated, "truncated"},
-		{ErrTrailingData, "trailing_data"}, {ErrIncompatible, "incompatible"}, {ErrDowngrade, "downgrade"},
-		{ErrExpired, "expired"}, {ErrSlotTooSmall, "slot_too_small"}, {ErrSlotBusy, "slot_busy"}, {ErrNoSlot, "no_slot"},
-		{ErrResume, "resume_mismatch"}, {context.Canceled, "canceled"}, {context.DeadlineExceeded, "canceled"},
+		{ErrSignature, "signature-invalid"}, {ErrUnknownKey, "unknown-key"}, {ErrThreshold, "below-threshold"},
+		{ErrFormat, "format"}, {ErrHashMismatch, "hash-mismatch"}, {ErrTruncated, "source-truncated"},
+		{ErrTrailingData, "trailing-data"}, {ErrIncompatible, "incompatible"}, {ErrDowngrade, "downgrade-refused"},
+		{ErrExpired, "expired"}, {ErrSlotTooSmall, "slot-too-small"}, {ErrSlotBusy, "slot-busy"}, {ErrNoSlot, "no-slot"},
+		{ErrResume, "resume-mismatch"}, {context.Canceled, "canceled"}, {context.DeadlineExceeded, "canceled"},
 	} {
 		if errors.Is(err, k.err) {
 			return k.name
@@ -68,7 +69,7 @@ func Kind(err error) string {
 	}
 	var ioe *IOError
 	if errors.As(err, &ioe) {
-		return "io"
+		return "io-error"
 	}
-	return "other"
+	return "error"
 }

@@ -211,7 +211,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		code, kind := http.StatusConflict, "busy"
 		if !errors.Is(err, api.ErrBusy) {
-			code, kind = http.StatusPreconditionFailed, errorKind(err)
+			code, kind = http.StatusPreconditionFailed, rootfs.Kind(err)
 			// Refused before anything was written: the slots and the boot
 			// environment are unchanged; say why everywhere.
 			var rec installRecord
@@ -385,7 +385,7 @@ func (p *installPart) finish(job *installJob, rec *installRecord, res *rootfs.Re
 		return
 	}
 	if err != nil {
-		kind := errorKind(err)
+		kind := rootfs.Kind(err)
 		rec.Active = false
 		rec.LastError, rec.LastKind = err.Error(), kind
 		rec.NotBootable[rec.Bootname] = "install failed: " + kind
@@ -432,38 +432,6 @@ func checkHead(ctx context.Context, src string, o source.Options, kr *sign.Keyri
 		return fmt.Errorf("bundle %s: %w", src, err)
 	}
 	return nil
-}
-
-// errorKind names an install error for the API, logs and the CLI.
-func errorKind(err error) string {
-	kinds := []struct {
-		err  error
-		kind string
-	}{
-		{rootfs.ErrSignature, "signature-invalid"},
-		{rootfs.ErrUnknownKey, "unknown-key"},
-		{rootfs.ErrThreshold, "below-threshold"},
-		{rootfs.ErrIncompatible, "incompatible"},
-		{rootfs.ErrDowngrade, "downgrade-refused"},
-		{rootfs.ErrExpired, "expired"},
-		{rootfs.ErrHashMismatch, "hash-mismatch"},
-		{rootfs.ErrTruncated, "source-truncated"},
-		{rootfs.ErrTrailingData, "trailing-data"},
-		{rootfs.ErrSlotTooSmall, "slot-too-small"},
-		{rootfs.ErrSlotBusy, "slot-busy"},
-		{rootfs.ErrFormat, "format"},
-		{rootfs.ErrResume, "resume-mismatch"},
-	}
-	for _, k := range kinds {
-		if errors.Is(err, k.err) {
-			return k.kind
-		}
-	}
-	var ioe *rootfs.IOError
-	if errors.As(err, &ioe) {
-		return "io-error"
-	}
-	return "error"
 }
 
 func (p *installPart) status(s *api.Status) {
