@@ -199,7 +199,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return d.stop(ln, activated, serveErr)
+			return d.stop(activated)
 		case err := <-serveErr:
 			d.notify("STOPPING=1")
 			return fmt.Errorf("API server: %w", err)
@@ -236,7 +236,7 @@ func (d *Daemon) listen(cfg *config.Config, gid int) (net.Listener, bool, error)
 	return ln, false, err
 }
 
-func (d *Daemon) stop(ln net.Listener, activated bool, serveErr chan error) error {
+func (d *Daemon) stop(activated bool) error {
 	d.notify("STOPPING=1\nSTATUS=stopping")
 	d.log.Info("stopping", zap.String("state", d.status().State))
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
