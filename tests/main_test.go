@@ -27,7 +27,10 @@ func TestMain(m *testing.M) {
 	os.Chmod(dir, 0o755) // tests run the CLI as other uids too
 	otagwBin = filepath.Join(dir, "otagw")
 	// OTAGW_E2E_RACE=1 builds the binary with the race detector (needs cgo).
-	args := []string{"build", "-o", otagwBin}
+	// The faultpoints tag lets a test kill the daemon at a named
+	// persistence point ($OTAGW_FAULT, see internal/fault); without that
+	// variable the binary behaves as shipped.
+	args := []string{"build", "-tags", "faultpoints", "-o", otagwBin}
 	env := append(os.Environ(), "CGO_ENABLED=0")
 	if os.Getenv("OTAGW_E2E_RACE") == "1" {
 		args = append(args, "-race")
@@ -223,10 +226,10 @@ func otagw(t *testing.T, env []string, args ...string) (string, string, int) {
 
 // startReady starts the daemon with a NOTIFY_SOCKET of its own and waits
 // for READY=1.
-func startReady(t *testing.T, cfgPath string) *daemonProc {
+func startReady(t *testing.T, cfgPath string, env ...string) *daemonProc {
 	t.Helper()
 	ns := newNotifySocket(t, t.TempDir())
-	d := startDaemon(t, cfgPath, "NOTIFY_SOCKET="+ns.Path)
+	d := startDaemon(t, cfgPath, append(env, "NOTIFY_SOCKET="+ns.Path)...)
 	ns.wait(t, "READY", "1", 30*time.Second)
 	return d
 }
