@@ -19,6 +19,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/otagw/otagw/abboot"
 	"github.com/otagw/otagw/downstream"
@@ -62,6 +63,14 @@ type Update struct {
 	// Resume is auto (an interrupted install continues at the next start
 	// when its source is still there) or manual (otagw install --resume).
 	Resume string `yaml:"resume" json:"resume"`
+	// ResumeRetries bounds the automatic attempts at an interrupted or
+	// failed-in-transit install (stalled or unreachable server), counted
+	// across daemon restarts; after them the install ends in the failed
+	// state with its reason, and only a new request starts it again.
+	ResumeRetries int `yaml:"resume_retries" json:"resume_retries"`
+	// ResumeBackoff is the wait before the first automatic retry; it
+	// doubles with each further one.
+	ResumeBackoff time.Duration `yaml:"resume_backoff" json:"resume_backoff"`
 }
 
 // Daemon configures the service itself: its socket, who may talk to it,
@@ -102,7 +111,7 @@ func Default() Config {
 		},
 		Boot:   abboot.DefaultOptions(),
 		Rootfs: rootfs.DefaultOptions(),
-		Update: Update{Keyring: "/etc/otagw/keys", Threshold: 1, Resume: "auto"},
+		Update: Update{Keyring: "/etc/otagw/keys", Threshold: 1, Resume: "auto", ResumeRetries: 3, ResumeBackoff: 30 * time.Second},
 
 		Watchdog:   watchdog.DefaultOptions(),
 		Health:     health.DefaultOptions(),
@@ -223,6 +232,12 @@ func (c *Config) validate() []Problem {
 	}
 	if u.Resume != "auto" && u.Resume != "manual" {
 		add("update.resume", "must be auto or manual, got %q", u.Resume)
+	}
+	if u.ResumeRetries < 0 {
+		add("update.resume_retries", "must be 0 or more, got %d", u.ResumeRetries)
+	}
+	if u.ResumeBackoff < 0 {
+		add("update.resume_backoff", "must be 0 or more, got %v", u.ResumeBackoff)
 	}
 	if u.Keyring == "" {
 		add("update.keyring", "must name a directory of *.pub keys or a key file")
