@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/otagw/otagw/internal/api"
 )
 
 // gateway is a simulated gateway for end-to-end tests: file slots, a file
@@ -204,7 +206,11 @@ func TestInstallKill9Resume(t *testing.T) {
 		ns.wait(t, "READY", "1", 30*time.Second)
 		var c *exec.Cmd
 		if i == 0 {
+			// The first kill lands once the install writes (a kill while
+			// the head is read leaves nothing to resume: see
+			// TestKillAtEveryPersistencePoint for that point).
 			c = cli()
+			g.waitState(t, "installing", func(s api.Status) bool { return s.State == "installing" })
 		}
 		time.Sleep(time.Duration(100+mrand.IntN(400)) * time.Millisecond)
 		d.cmd.Process.Signal(syscall.SIGKILL)

@@ -28,14 +28,31 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	asJSON := fs.Bool("json", false, "print line-delimited JSON progress events")
 	resume := fs.Bool("resume", false, "continue the interrupted install (or follow the running one)")
 	now := fs.Bool("now", false, "install now even outside the maintenance windows")
+	cancel := fs.Bool("cancel", false, "stop the running or interrupted install; its slot stays not bootable")
 	sock := socketFlag(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otagw install [--json] [--resume] [--now] [SOURCE]\n\nSOURCE is a bundle file or an http(s):// URL.")
+		fmt.Fprintln(stderr, "usage: otagw install [--json] [--resume] [--now] [SOURCE]\n       otagw install --cancel [--json]\n\nSOURCE is a bundle file or an http(s):// URL.")
 		fs.PrintDefaults()
 	}
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
+	}
+	if *cancel {
+		if len(pos) > 0 || *resume {
+			fs.Usage()
+			return 2
+		}
+		var ev api.InstallEvent
+		if err := api.NewClient(*sock).Post(ctx, "/v1/install/cancel", struct{}{}, &ev); err != nil {
+			return clientError(stderr, "install --cancel", err)
+		}
+		if *asJSON {
+			writeJSON(stdout, ev)
+			return 0
+		}
+		fmt.Fprintf(stdout, "%s; slot %s is not bootable until a new install\n", ev.Error, ev.Slot)
+		return 0
 	}
 	src := ""
 	if len(pos) > 0 {

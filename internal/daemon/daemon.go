@@ -60,12 +60,20 @@ type Options struct {
 
 // persisted is what survives restarts and reboots.
 type persisted struct {
-	State           string `json:"state"`
-	Starts          int    `json:"starts"` // daemon starts, for crash-loop evidence
-	Committed       string `json:"committed,omitempty"`
-	Pending         string `json:"pending,omitempty"`      // installed, not yet committed
-	PendingSlot     string `json:"pending_slot,omitempty"` // where Pending was installed
-	PendingCounter  uint64 `json:"pending_counter,omitempty"`
+	State          string `json:"state"`
+	Starts         int    `json:"starts"` // daemon starts, for crash-loop evidence
+	Committed      string `json:"committed,omitempty"`
+	Pending        string `json:"pending,omitempty"`      // installed, not yet committed
+	PendingSlot    string `json:"pending_slot,omitempty"` // where Pending was installed
+	PendingCounter uint64 `json:"pending_counter,omitempty"`
+	// PendingSeq is the sequence number of the switch to Pending;
+	// PendingSwitched says the boot environment is known to name it (the
+	// state is written before the environment: see anchor.go).
+	PendingSeq      uint64 `json:"pending_seq,omitempty"`
+	PendingSwitched bool   `json:"pending_switched,omitempty"`
+	// Seq rises at every switch and commit; the boot environment keeps a
+	// copy, so a replayed state file shows as a lower number.
+	Seq             uint64 `json:"seq,omitempty"`
 	MinVersion      string `json:"min_version,omitempty"`
 	SecurityCounter uint64 `json:"security_counter,omitempty"`
 	// Parts holds each part's own persisted piece, by part name.
@@ -151,6 +159,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	switch d.st.State {
 	case "installed":
 		d.setState("installed", "release "+d.st.Pending+" installed; it boots next")
+	case "failed":
+		d.setState("failed", "the last install failed; see last_error, or start a new one")
 	default:
 		d.setState("idle", "ready")
 	}
@@ -461,6 +471,12 @@ func (d *Daemon) baseStatus() api.Status {
 		StartedAt:        d.started,
 		UptimeSeconds:    now.Sub(d.started).Seconds(),
 		Warnings:         append([]string(nil), d.warnings...),
+	}
+	if d.st.Pending != "" && d.st.PendingSwitched && (s.State == "idle" || s.State == "failed") {
+		// State and message agree with the release record: a release
+		// waiting for its reboot is what status leads with.
+		s.State = "installed"
+		s.Message = fmt.Sprintf("release %s installed in slot %s; it boots next", d.st.Pending, d.st.PendingSlot)
 	}
 	if d.st.Committed != "" || d.st.MinVersion != "" || d.st.Pending != "" {
 		s.Release = &api.Release{Committed: d.st.Committed, Pending: d.st.Pending,

@@ -16,8 +16,8 @@ import (
 
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
+	"github.com/otagw/otagw/internal/fault"
 	"github.com/otagw/otagw/internal/window"
-	"github.com/otagw/otagw/rootfs/bundle"
 	"github.com/otagw/otagw/watchdog"
 	"github.com/otagw/otagw/watchdog/assess"
 	"github.com/otagw/otagw/watchdog/health"
@@ -154,7 +154,9 @@ func (b assessBoot) MarkGood(slot string) error {
 	if err != nil {
 		return err
 	}
-	return c.MarkGood(slot)
+	err = c.MarkGood(slot)
+	fault.Point("commit.marked-good")
+	return err
 }
 
 func (b assessBoot) MarkBad(slot string) error {
@@ -167,27 +169,44 @@ func (b assessBoot) MarkBad(slot string) error {
 
 // commit records a release that passed its assessment: the stored minimum
 // version and security counter rise to it, so older releases are refused
-// from now on. Idempotent.
+// from now on. Idempotent. The state is written first, then the floor and
+// the end of the trial go to the boot environment in one write; a cut
+// between the two is repaired by reconcile at the next start.
 func (d *Daemon) commit(ctx context.Context, slot string) error {
+	c, err := d.bootPart().chooser()
+	if err != nil {
+		return err
+	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.st.Pending == "" || d.st.PendingSlot != slot {
+		d.mu.Unlock()
 		return nil // already committed
 	}
 	v := d.st.Pending
-	if d.st.MinVersion == "" {
-		d.st.MinVersion = v
-	} else if c, err := bundle.CompareVersions(v, d.st.MinVersion); err == nil && c > 0 {
+	if higher(v, d.st.MinVersion) {
 		d.st.MinVersion = v
 	}
 	if d.st.PendingCounter > d.st.SecurityCounter {
 		d.st.SecurityCounter = d.st.PendingCounter
 	}
+	d.st.Seq++
 	d.st.Committed, d.st.Pending, d.st.PendingSlot, d.st.PendingCounter = v, "", "", 0
-	if err := d.saveLocked(); err != nil {
+	d.st.PendingSeq, d.st.PendingSwitched = 0, false
+	notes := d.anchorNotesLocked()
+	notes[noteTrial] = ""
+	min := d.st.MinVersion
+	err = d.saveLocked()
+	d.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	d.log.Info("release committed", zap.String("version", v), zap.String("slot", slot), zap.String("min_version", d.st.MinVersion))
+	fault.Point("commit.saved")
+	if err := c.SetNotes(notes); err != nil {
+		// The release is committed; reconcile copies the floor at the next start.
+		d.log.Error("writing the floor to the boot environment", zap.Error(err))
+	}
+	fault.Point("commit.noted")
+	d.log.Info("release committed", zap.String("version", v), zap.String("slot", slot), zap.String("min_version", min))
 	return nil
 }
 

@@ -2,18 +2,23 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/otagw/otagw/abboot"
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
+	"github.com/otagw/otagw/internal/fault"
 	"github.com/otagw/otagw/internal/sign"
 	"github.com/otagw/otagw/internal/window"
 	"github.com/otagw/otagw/rootfs"
@@ -32,9 +37,9 @@ type installPart struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	job  *installJob // the running install, nil when idle
-	last *api.InstallEvent
+	mu    sync.Mutex
+	job   *installJob        // the running install, nil when idle
+	retry context.CancelFunc // stops the automatic-resume loop, nil when none
 }
 
 // installRecord is the install part's persisted piece.
@@ -54,12 +59,20 @@ type installRecord struct {
 	LastKind    string            `json:"last_kind,omitempty"`
 }
 
-// installJob is one running install and the clients following it.
+// installJob is one running install and the clients following it. It
+// exists from the moment the request is taken (the bundle head is read
+// under it), so a second request finds the daemon busy, not blocked.
 type installJob struct {
-	source string
-	mu     sync.Mutex
-	subs   []chan api.InstallEvent
-	done   chan struct{}
+	source  string
+	target  string
+	auto    bool // an automatic resume: a transient failure keeps it resumable
+	resumed bool // continues from a checkpoint
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	mu      sync.Mutex
+	subs    []chan api.InstallEvent
+	done    chan struct{}
+	err     error // the outcome, set before done is closed
 }
 
 func (j *installJob) subscribe() chan api.InstallEvent {
@@ -86,13 +99,33 @@ func (j *installJob) publish(ev api.InstallEvent) {
 
 const installPartName = "install"
 
-// resumeAttempts bounds automatic resumes of one interrupted install, so a
-// bundle that kills the daemon every time cannot loop forever.
-const resumeAttempts = 50
+// errCancelled is the cause of an install stopped by `otagw install --cancel`.
+var errCancelled = errors.New("cancelled by an operator")
+
+// installKind names an install failure for status, the API and scripts:
+// rootfs.Kind's names, and "cancelled".
+func installKind(err error) string {
+	if errors.Is(err, errCancelled) {
+		return "cancelled"
+	}
+	return rootfs.Kind(err)
+}
+
+// transient reports a failure that a later attempt may not meet: the
+// source stalled, dropped or could not be reached. Everything else (a bad
+// signature, a hash mismatch, a policy refusal) fails the same way again.
+func transient(err error) bool {
+	var ne net.Error
+	return errors.Is(err, source.ErrRetries) || errors.As(err, &ne)
+}
 
 func (p *installPart) start(ctx context.Context, d *Daemon) error {
 	p.d = d
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	c, cerr := d.bootPart().chooser()
+	if cerr == nil {
+		d.reconcile(c)
+	}
 	var rec installRecord
 	if err := d.loadPart(installPartName, &rec); err != nil {
 		d.log.Error("install record unreadable; starting clean", zap.Error(err))
@@ -101,8 +134,28 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 		return nil
 	}
 	cfg := d.config()
-	auto := cfg.Update.Resume == "auto" && rec.Resumes < resumeAttempts
-	if auto && rec.Source != "" && sourceAvailable(rec.Source) {
+	if cerr == nil {
+		if booted, err := c.Booted(); err == nil && booted == rec.Bootname {
+			// Only a record older than the boot environment can name the
+			// booted slot; writing it again would take the running
+			// system's only fallback. Never without a fresh request.
+			d.log.Error("interrupted install record names the booted slot; not resumed", zap.String("slot", booted))
+			d.warn("an interrupted install record named the booted slot " + booted + "; it was dropped, not resumed")
+			rec.Active, rec.Checkpoint = false, nil
+			d.savePart(installPartName, &rec)
+			return nil
+		}
+	}
+	switch {
+	case strings.HasPrefix(rec.Source, "fd:"):
+		p.markNotBootable(&rec, "install of a file handed over by a client was interrupted; run otagw install again")
+	case !sourceAvailable(rec.Source):
+		p.markNotBootable(&rec, "install interrupted and its source "+rec.Source+" is gone")
+	case cfg.Update.Resume != "auto":
+		p.markNotBootable(&rec, "install interrupted; resume it with: otagw install --resume")
+	case rec.Resumes >= cfg.Update.ResumeRetries+1:
+		p.fail(&rec, fmt.Sprintf("install of %s gave up after %d automatic attempts", rec.Source, rec.Resumes), "")
+	default:
 		d.log.Warn("interrupted install found: resuming", zap.String("source", rec.Source),
 			zap.String("slot", rec.Bootname), zap.Int("from_chunk", nextChunk(rec.Checkpoint)))
 		// In the background: re-reading a remote bundle's head may take
@@ -111,23 +164,70 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			if _, err := p.begin(rec.Source, true); err != nil {
-				d.log.Error("resume failed to start", zap.Error(err))
-				r := rec
-				p.markNotBootable(&r, "resume failed: "+err.Error())
-			}
+			p.autoResume(rec.Source, rec.Bootname)
 		}()
-		return nil
 	}
-	why := "install interrupted; resume it with: otagw install --resume"
-	if !auto {
-		why = "install interrupted and not resumed automatically (update.resume: manual or too many attempts)"
-	}
-	if !sourceAvailable(rec.Source) {
-		why = "install interrupted and its source " + rec.Source + " is gone"
-	}
-	p.markNotBootable(&rec, why)
 	return nil
+}
+
+// autoResume retries an interrupted install with backoff, each attempt
+// counted in the record (so restarts count too), and ends in the failed
+// state once update.resume_retries is used up.
+func (p *installPart) autoResume(src, target string) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	p.mu.Lock()
+	p.retry = cancel
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.retry = nil
+		p.mu.Unlock()
+		cancel()
+	}()
+	cfg := p.d.config()
+	delay := cfg.Update.ResumeBackoff
+	for {
+		var rec installRecord
+		p.d.loadPart(installPartName, &rec)
+		if !rec.Active || rec.Source != src {
+			return // cancelled, or replaced by a new request
+		}
+		rec.Resumes++
+		p.d.savePart(installPartName, &rec)
+		job, err := p.begin(src, target, true, true)
+		if err == nil {
+			<-job.done
+			err = job.err
+		} else if errors.Is(err, api.ErrBusy) {
+			return // an operator's request got there first
+		}
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		p.d.loadPart(installPartName, &rec)
+		if !rec.Active {
+			return // the failure was final and is recorded
+		}
+		if !transient(err) {
+			p.fail(&rec, "resume failed: "+err.Error(), rootfs.Kind(err))
+			return
+		}
+		if rec.Resumes >= cfg.Update.ResumeRetries+1 {
+			p.fail(&rec, fmt.Sprintf("install of %s failed after %d automatic attempts: %v", src, rec.Resumes, err), rootfs.Kind(err))
+			return
+		}
+		p.d.log.Warn("install attempt failed; retrying", zap.Int("attempt", rec.Resumes), zap.Duration("in", delay), zap.Error(err))
+		p.d.setState("installing", fmt.Sprintf("attempt %d of %d at %s failed (%v); retrying in %v",
+			rec.Resumes, cfg.Update.ResumeRetries+1, src, err, delay))
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay *= 2
+	}
 }
 
 func nextChunk(c *rootfs.Checkpoint) int {
@@ -142,7 +242,7 @@ func sourceAvailable(src string) bool {
 	if src == "" {
 		return false
 	}
-	if len(src) > 7 && (src[:7] == "http://" || (len(src) > 8 && src[:8] == "https://")) {
+	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
 		return true
 	}
 	_, err := os.Stat(src)
@@ -152,6 +252,16 @@ func sourceAvailable(src string) bool {
 // markNotBootable records an interrupted install whose slot stays out of
 // the boot order (it was marked bad before the first byte was written).
 func (p *installPart) markNotBootable(rec *installRecord, why string) {
+	p.endRecord(rec, why, "", "idle")
+}
+
+// fail ends an install for good: the slot stays not bootable and the
+// daemon is in the failed state until the next request.
+func (p *installPart) fail(rec *installRecord, why, kind string) {
+	p.endRecord(rec, why, kind, "failed")
+}
+
+func (p *installPart) endRecord(rec *installRecord, why, kind, state string) {
 	if rec.Bootname != "" {
 		if c, err := p.d.bootPart().chooser(); err == nil {
 			if err := c.MarkBad(rec.Bootname); err != nil {
@@ -165,13 +275,17 @@ func (p *installPart) markNotBootable(rec *installRecord, why string) {
 		delete(rec.Installed, rec.Bootname)
 	}
 	rec.Active = false
+	if kind != "" {
+		rec.LastError, rec.LastKind = why, kind
+	}
 	p.d.log.Error("slot not bootable", zap.String("slot", rec.Bootname), zap.String("why", why))
 	p.d.savePart(installPartName, rec)
-	p.d.setState("idle", "slot "+rec.Bootname+" not bootable: "+why)
+	p.d.setState(state, "slot "+rec.Bootname+" not bootable: "+why)
 }
 
 func (p *installPart) routes(srv *api.Server) {
 	srv.Write("POST /v1/install", p.handleInstall)
+	srv.Write("POST /v1/install/cancel", p.handleCancel)
 }
 
 func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
@@ -182,7 +296,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 	}
 	var rec installRecord
 	p.d.loadPart(installPartName, &rec)
-	src := req.Source
+	src, target := req.Source, ""
 	if req.Resume {
 		p.mu.Lock()
 		running := p.job
@@ -198,6 +312,9 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		if src == "" {
 			src = rec.Source
 		}
+		if src == rec.Source {
+			target = rec.Bootname // a resume continues where it was, never elsewhere
+		}
 	}
 	if src == "" {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", "install: no source given")
@@ -207,24 +324,54 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
 	}
-	job, err := p.begin(src, req.Resume)
+	// An operator's request replaces a pending automatic retry.
+	p.mu.Lock()
+	if p.retry != nil && p.job == nil {
+		p.retry()
+	}
+	p.mu.Unlock()
+	job, err := p.begin(src, target, req.Resume, false)
 	if err != nil {
 		code, kind := http.StatusConflict, "busy"
 		if !errors.Is(err, api.ErrBusy) {
-			code, kind = http.StatusPreconditionFailed, rootfs.Kind(err)
-			// Refused before anything was written: the slots and the boot
-			// environment are unchanged; say why everywhere.
-			var rec installRecord
-			p.d.loadPart(installPartName, &rec)
-			rec.LastError, rec.LastKind = err.Error(), kind
-			p.d.savePart(installPartName, &rec)
-			p.d.log.Error("install refused", zap.String("kind", kind), zap.Error(err))
-			p.d.setMessage("install refused (" + kind + "): " + err.Error())
+			code, kind = http.StatusPreconditionFailed, installKind(err)
 		}
 		api.WriteError(w, code, kind, kind+": "+err.Error())
 		return
 	}
 	p.follow(w, r, job)
+}
+
+// handleCancel stops the running install, or the interrupted one waiting
+// to be resumed: its slot stays out of the boot order, marked not bootable.
+func (p *installPart) handleCancel(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	job, retry := p.job, p.retry
+	p.mu.Unlock()
+	if retry != nil {
+		retry()
+	}
+	var out api.InstallEvent
+	if job != nil {
+		job.cancel(errCancelled)
+		select {
+		case <-job.done:
+		case <-r.Context().Done():
+			return
+		}
+		out = api.InstallEvent{Type: "error", Kind: "cancelled", Slot: job.target, Error: "install of " + job.source + " " + errCancelled.Error()}
+	}
+	var rec installRecord
+	p.d.loadPart(installPartName, &rec)
+	if rec.Active {
+		p.markNotBootable(&rec, "install of "+rec.Source+" "+errCancelled.Error())
+		out = api.InstallEvent{Type: "error", Kind: "cancelled", Slot: rec.Bootname, Error: "install of " + rec.Source + " " + errCancelled.Error()}
+	}
+	if out.Type == "" {
+		api.WriteError(w, http.StatusPreconditionFailed, "nothing-to-cancel", "no install is running or waiting to be resumed")
+		return
+	}
+	api.WriteJSON(w, out)
 }
 
 // follow streams a job's events to one client until it ends or the
@@ -247,13 +394,114 @@ func (p *installPart) follow(w http.ResponseWriter, r *http.Request, job *instal
 	}
 }
 
-// begin starts an install (or a resume) in the background.
-func (p *installPart) begin(src string, resume bool) (*installJob, error) {
+// begin takes an install request: it reserves the install (a second
+// request is busy from this moment), reads and checks the bundle head,
+// and starts the install in the background. target names the slot of a
+// resume; "" picks the rootfs slot that is not booted.
+func (p *installPart) begin(src, target string, resume, auto bool) (*installJob, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.job != nil {
+		p.mu.Unlock()
 		return nil, fmt.Errorf("%w: an install of %s is running", api.ErrBusy, p.job.source)
 	}
+	ctx, cancel := context.WithCancelCause(p.ctx)
+	job := &installJob{source: src, auto: auto, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	p.job = job
+	p.mu.Unlock()
+	started := false
+	defer func() {
+		if !started {
+			p.mu.Lock()
+			p.job = nil
+			p.mu.Unlock()
+			cancel(nil)
+			close(job.done)
+		}
+	}()
+	p.d.setState("downloading", "downloading "+src)
+	plan, err := p.prepare(ctx, src, target)
+	if errors.Is(context.Cause(ctx), errCancelled) {
+		err = fmt.Errorf("install of %s %w", src, errCancelled)
+	}
+	if err != nil {
+		job.err = err
+		if !errors.Is(err, api.ErrBusy) {
+			p.refused(err)
+		}
+		return nil, err
+	}
+	job.target = plan.target
+	var rec installRecord
+	p.d.loadPart(installPartName, &rec)
+	var cp *rootfs.Checkpoint
+	if resume && rec.Checkpoint != nil && rec.Source == src && rec.Bootname == plan.target {
+		cp = rec.Checkpoint
+		job.resumed = true
+	} else if !auto {
+		rec.Resumes = 0
+	}
+	// RAUC's order: the target leaves the boot order before its first byte
+	// changes, so no interruption can leave it bootable half-written.
+	if err := plan.chooser.MarkBad(plan.target); err != nil {
+		err = fmt.Errorf("mark slot %s bad before writing: %w", plan.target, err)
+		job.err = err
+		p.refused(err)
+		return nil, err
+	}
+	fault.Point("install.marked-bad")
+	rec.Active, rec.Source, rec.Bootname, rec.Checkpoint = true, src, plan.target, cp
+	if rec.NotBootable == nil {
+		rec.NotBootable = map[string]string{}
+	}
+	rec.NotBootable[plan.target] = "being written"
+	delete(rec.Installed, plan.target)
+	rec.LastError, rec.LastKind = "", ""
+	if err := p.d.savePart(installPartName, &rec); err != nil {
+		job.err = err
+		return nil, err
+	}
+	cfg := p.d.config()
+	req := plan.request
+	req.Source, req.Resume = src, cp
+	req.MCUDir = filepath.Join(cfg.Daemon.StateDir, "mcu-payloads")
+	req.OnProgress = func(pr rootfs.Progress) {
+		job.publish(api.InstallEvent{Type: "progress", Done: pr.Done, Total: pr.Total, Rate: pr.Rate,
+			Payload: pr.Payload, Slot: pr.Slot, Chunk: pr.Chunk, Chunks: pr.Chunks})
+	}
+	req.OnCheckpoint = func(c rootfs.Checkpoint) error {
+		rec.Checkpoint = &c
+		err := p.d.savePart(installPartName, &rec)
+		fault.Point("install.checkpoint")
+		return err
+	}
+	os.MkdirAll(req.MCUDir, 0o700)
+	what := "installing"
+	if cp != nil {
+		what = fmt.Sprintf("resuming at chunk %d", cp.Next)
+	}
+	p.d.setState("installing", fmt.Sprintf("%s %s into slot %s", what, src, plan.target))
+	started = true
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		res, err := plan.installer.Install(ctx, req)
+		p.finish(job, &rec, plan, res, err)
+	}()
+	return job, nil
+}
+
+// installPlan is what begin settled before the first byte is written.
+type installPlan struct {
+	target    string
+	chooser   *abboot.Chooser
+	installer *rootfs.Installer
+	head      *bundle.Head
+	request   rootfs.Request
+}
+
+// prepare picks the target slot and checks the bundle head: signatures,
+// compatible, version policy and size. Nothing is written.
+func (p *installPart) prepare(ctx context.Context, src, target string) (*installPlan, error) {
 	cfg := p.d.config()
 	c, err := p.d.bootPart().chooser()
 	if err != nil {
@@ -263,14 +511,18 @@ func (p *installPart) begin(src string, resume bool) (*installJob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot tell the booted slot, so cannot tell which slot is safe to write: %w", err)
 	}
-	target := ""
-	for _, s := range cfg.Rootfs.Slots {
-		if s.Class == "rootfs" && s.Bootname != booted {
-			target = s.Bootname
+	if target == "" {
+		for _, s := range cfg.Rootfs.Slots {
+			if s.Class == "rootfs" && s.Bootname != booted {
+				target = s.Bootname
+			}
 		}
 	}
 	if target == "" {
 		return nil, fmt.Errorf("no rootfs slot other than the booted %s in rootfs.slots", booted)
+	}
+	if target == booted {
+		return nil, fmt.Errorf("slot %s is the booted slot: %w", target, rootfs.ErrSlotBusy)
 	}
 	kr, err := sign.LoadKeyring(cfg.Update.Keyring)
 	if err != nil {
@@ -285,153 +537,202 @@ func (p *installPart) begin(src string, resume bool) (*installJob, error) {
 	p.d.mu.Unlock()
 	policy := rootfs.Policy{Compatible: cfg.Update.Compatible, Threshold: cfg.Update.Threshold,
 		MinVersion: minV, MinSecurityCounter: minSC, AllowDowngrade: cfg.Update.AllowDowngrade}
-	// Signatures, compatible and version policy first: a bundle that is
-	// refused must not change the boot environment at all.
-	if err := checkHead(p.ctx, src, cfg.Rootfs.Source, kr, policy); err != nil {
+	// Signatures, compatible, version policy and size first: a bundle
+	// that is refused must not change the boot environment at all.
+	h, err := checkHead(ctx, src, cfg.Rootfs.Source, kr, policy)
+	if err != nil {
 		return nil, err
 	}
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
-	var cp *rootfs.Checkpoint
-	if resume && rec.Checkpoint != nil && rec.Source == src {
-		cp = rec.Checkpoint
-		rec.Resumes++
-	} else {
-		rec.Resumes = 0
-	}
-	// RAUC's order: the target leaves the boot order before its first byte
-	// changes, so no interruption can leave it bootable half-written.
-	if err := c.MarkBad(target); err != nil {
-		return nil, fmt.Errorf("mark slot %s bad before writing: %w", target, err)
-	}
-	rec.Active, rec.Source, rec.Bootname, rec.Checkpoint = true, src, target, cp
-	if rec.NotBootable == nil {
-		rec.NotBootable = map[string]string{}
-	}
-	rec.NotBootable[target] = "being written"
-	delete(rec.Installed, target)
-	rec.LastError, rec.LastKind = "", ""
-	if err := p.d.savePart(installPartName, &rec); err != nil {
-		return nil, err
-	}
-	req := rootfs.Request{
-		Source:  src,
-		Keyring: kr,
-		Policy:  policy,
-		Booted:  booted,
-		Resume:  cp,
-		MCUDir:  filepath.Join(cfg.Daemon.StateDir, "mcu-payloads"),
-	}
-	job := &installJob{source: src, done: make(chan struct{})}
-	req.OnProgress = func(pr rootfs.Progress) {
-		job.publish(api.InstallEvent{Type: "progress", Done: pr.Done, Total: pr.Total, Rate: pr.Rate,
-			Payload: pr.Payload, Slot: pr.Slot, Chunk: pr.Chunk, Chunks: pr.Chunks})
-	}
-	req.OnCheckpoint = func(c rootfs.Checkpoint) error {
-		rec.Checkpoint = &c
-		return p.d.savePart(installPartName, &rec)
-	}
-	os.MkdirAll(req.MCUDir, 0o700)
-	p.job = job
-	what := "installing"
-	if cp != nil {
-		what = fmt.Sprintf("resuming at chunk %d", cp.Next)
-	}
-	p.d.setState("installing", fmt.Sprintf("%s %s into slot %s", what, src, target))
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		res, err := inst.Install(p.ctx, req)
-		p.finish(job, &rec, res, err, c.SetPrimary, cfg.Boot.PrimaryTries)
-	}()
-	return job, nil
+	return &installPlan{target: target, chooser: c, installer: inst, head: h,
+		request: rootfs.Request{Keyring: kr, Policy: policy, Booted: booted}}, nil
 }
 
-func (p *installPart) finish(job *installJob, rec *installRecord, res *rootfs.Result, err error, setPrimary func(string, int) error, tries int) {
+// refused records a request that ended before anything was written: the
+// slots and the boot environment are unchanged; it says why everywhere.
+func (p *installPart) refused(err error) {
+	kind := installKind(err)
+	var rec installRecord
+	p.d.loadPart(installPartName, &rec)
+	rec.LastError, rec.LastKind = err.Error(), kind
+	p.d.savePart(installPartName, &rec)
+	p.d.log.Error("install refused", zap.String("kind", kind), zap.Error(err))
+	state, msg := "idle", "install refused ("+kind+"): "+err.Error()
+	if rec.Active {
+		state, msg = "installing", "install attempt failed ("+kind+"): "+err.Error()
+	}
+	p.d.setState(state, msg)
+}
+
+func (p *installPart) finish(job *installJob, rec *installRecord, plan *installPlan, res *rootfs.Result, err error) {
 	defer func() {
 		p.mu.Lock()
 		p.job = nil
 		p.mu.Unlock()
+		job.err = err
 		close(job.done)
 	}()
-	if err == nil && p.ctx.Err() == nil {
-		err = setPrimary(rec.Bootname, tries)
-		if err != nil {
-			err = fmt.Errorf("slot %s verified, but switching the boot to it failed: %w", rec.Bootname, err)
-		}
+	if err == nil && res.Bundle != plan.head.ID() {
+		err = fmt.Errorf("bundle %s changed between its check (%s) and its install (%s): %w", job.source, plan.head.ID(), res.Bundle, source.ErrChanged)
+	}
+	if errors.Is(context.Cause(job.ctx), errCancelled) {
+		err = errCancelled
+		rec.LastError, rec.LastKind = "install of "+job.source+" "+errCancelled.Error(), "cancelled"
+		p.markNotBootable(rec, rec.LastError)
+		job.publish(api.InstallEvent{Type: "error", Kind: "cancelled", Slot: rec.Bootname, Error: rec.LastError})
+		return
 	}
 	if p.ctx.Err() != nil {
 		// The daemon is stopping: the record stays active so the next
 		// start resumes from the checkpoint.
 		p.d.log.Warn("install interrupted by shutdown; will resume at next start", zap.String("slot", rec.Bootname))
+		if err == nil {
+			err = context.Canceled
+		}
 		return
 	}
 	var ce *rootfs.ChunkError
-	if err != nil && rec.Checkpoint != nil && rec.Resumes > 0 &&
+	if err != nil && job.resumed &&
 		(errors.Is(err, rootfs.ErrResume) || (errors.As(err, &ce) && ce.Index < 0)) {
 		// The checkpoint does not fit the bundle any more, or the slot's
-		// earlier chunks did not survive: start over from chunk 0, once.
-		p.d.log.Warn("resume failed; starting the install over", zap.Error(err))
-		rec.Checkpoint, rec.Resumes = nil, resumeAttempts
+		// earlier chunks did not survive: the next attempt starts over
+		// from chunk 0.
+		p.d.log.Warn("resume failed; the next attempt starts over", zap.Error(err))
+		rec.Checkpoint = nil
 		p.d.savePart(installPartName, rec)
-		src := rec.Source
-		go func() {
-			<-job.done
-			if _, err := p.begin(src, false); err != nil {
-				p.d.log.Error("restarting the install", zap.Error(err))
-			}
-		}()
 		job.publish(api.InstallEvent{Type: "error", Kind: "resume-mismatch", Error: "resume failed, the install starts over: " + err.Error()})
+		err = fmt.Errorf("%w (%w)", source.ErrRetries, err) // transient: the next attempt starts over
+		if !job.auto {
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				<-job.done
+				p.autoResume(rec.Source, rec.Bootname)
+			}()
+		}
 		return
 	}
 	if err != nil {
 		kind := rootfs.Kind(err)
-		rec.Active = false
 		rec.LastError, rec.LastKind = err.Error(), kind
-		rec.NotBootable[rec.Bootname] = "install failed: " + kind
-		p.d.savePart(installPartName, rec)
+		if job.auto && transient(err) {
+			// The retry loop decides: the record stays resumable.
+			p.d.savePart(installPartName, rec)
+		} else {
+			rec.Active = false
+			rec.NotBootable[rec.Bootname] = "install failed: " + kind
+			p.d.savePart(installPartName, rec)
+			p.d.setState("idle", "install failed: "+err.Error())
+		}
 		p.d.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
-		p.d.setState("idle", "install failed: "+err.Error())
+		job.publish(api.InstallEvent{Type: "error", Kind: kind, Error: err.Error()})
+		return
+	}
+	fault.Point("install.verified")
+	err = p.switchTo(rec, plan, res)
+	if err != nil {
+		err = fmt.Errorf("slot %s verified, but switching the boot to it failed: %w", rec.Bootname, err)
+		kind := rootfs.Kind(err)
+		p.d.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
+		p.d.setState("failed", err.Error())
 		job.publish(api.InstallEvent{Type: "error", Kind: kind, Error: err.Error()})
 		return
 	}
 	v := res.Manifest.Version
-	rec.Active, rec.Checkpoint = false, nil
-	delete(rec.NotBootable, rec.Bootname)
-	if rec.Installed == nil {
-		rec.Installed = map[string]string{}
-	}
-	rec.Installed[rec.Bootname] = v
-	p.d.mu.Lock()
-	p.d.st.Pending, p.d.st.PendingSlot, p.d.st.PendingCounter = v, rec.Bootname, res.Manifest.SecurityCounter
-	p.d.mu.Unlock()
-	p.d.savePart(installPartName, rec)
+	tries := p.d.config().Boot.PrimaryTries
 	p.d.log.Info("install complete", zap.String("version", v), zap.String("slot", rec.Bootname))
 	p.d.setState("installed", fmt.Sprintf("release %s verified in slot %s; it boots next (%d tries)", v, rec.Bootname, tries))
 	p.d.maintenancePart().scheduleReboot(v)
 	job.publish(api.InstallEvent{Type: "done", Version: v, Slot: rec.Bootname, Bundle: res.Bundle})
 }
 
-// checkHead reads only the bundle's header and signed manifest and applies
-// the policy. The installer checks them again as it streams.
-func checkHead(ctx context.Context, src string, o source.Options, kr *sign.Keyring, pol rootfs.Policy) error {
-	s, err := source.New(src, o)
+// switchTo makes a verified slot the next boot, write-ahead: every crash
+// point maps to one recovery in reconcile.
+//
+//  1. the signed manifest is kept as the slot's proof;
+//  2. ONE state write says: install over, release v verified in slot S,
+//     pending, switch number n not yet seen in the environment;
+//  3. ONE environment write makes S primary with tries and notes the
+//     trial "S v counter n" (abboot.SetPrimaryNoting);
+//  4. the state notes that the switch landed.
+//
+// A cut before 2 resumes the install (all chunks are checkpointed, so
+// only the read-back runs again); between 2 and 3 reconcile makes the
+// switch (the slot was never bootable, so no try was spent); between 3
+// and 4 it finds the trial in the environment.
+func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootfs.Result) error {
+	cfg := p.d.config()
+	if err := saveProof(cfg.Daemon.StateDir, rec.Bootname, plan.head); err != nil {
+		return fmt.Errorf("keeping the signed manifest of slot %s: %w", rec.Bootname, err)
+	}
+	m := res.Manifest
+	rec.Active, rec.Checkpoint = false, nil
+	delete(rec.NotBootable, rec.Bootname)
+	if rec.Installed == nil {
+		rec.Installed = map[string]string{}
+	}
+	rec.Installed[rec.Bootname] = m.Version
+	raw, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
+	d := p.d
+	d.mu.Lock()
+	d.st.Seq++
+	d.st.Pending, d.st.PendingSlot, d.st.PendingCounter = m.Version, rec.Bootname, m.SecurityCounter
+	d.st.PendingSeq, d.st.PendingSwitched = d.st.Seq, false
+	if d.st.Parts == nil {
+		d.st.Parts = map[string]json.RawMessage{}
+	}
+	d.st.Parts[installPartName] = raw
+	t := trial{Slot: rec.Bootname, Version: m.Version, Counter: m.SecurityCounter, Seq: d.st.Seq}
+	notes := d.anchorNotesLocked()
+	notes[noteTrial] = t.String()
+	err = d.saveLocked()
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	fault.Point("install.announced")
+	if err := plan.chooser.SetPrimaryNoting(rec.Bootname, cfg.Boot.PrimaryTries, notes); err != nil {
+		return err
+	}
+	fault.Point("install.switched")
+	d.mu.Lock()
+	d.st.PendingSwitched = true
+	d.st.State = "installed"
+	err = d.saveLocked()
+	d.mu.Unlock()
+	fault.Point("install.done")
+	return err
+}
+
+// checkHead reads only the bundle's header and signed manifest and applies
+// the policy. The installer checks them again as it streams.
+func checkHead(ctx context.Context, src string, o source.Options, kr *sign.Keyring, pol rootfs.Policy) (*bundle.Head, error) {
+	s, err := source.New(src, o)
+	if err != nil {
+		return nil, err
+	}
 	rc, err := s.Open(ctx, 0)
 	if err != nil {
-		return fmt.Errorf("bundle %s: %w", src, err)
+		return nil, fmt.Errorf("bundle %s: %w", src, err)
 	}
 	defer rc.Close()
 	h, err := bundle.ReadHead(rc, kr, pol.Threshold)
 	if err != nil {
-		return fmt.Errorf("bundle %s: %w", src, err)
+		return nil, fmt.Errorf("bundle %s: %w", src, err)
 	}
 	if err := pol.Check(h.Manifest, time.Now()); err != nil {
-		return fmt.Errorf("bundle %s: %w", src, err)
+		return nil, fmt.Errorf("bundle %s: %w", src, err)
 	}
-	return nil
+	if size := s.Size(); size >= 0 && size != h.Size() {
+		kind := rootfs.ErrTruncated
+		if size > h.Size() {
+			kind = rootfs.ErrTrailingData
+		}
+		return nil, fmt.Errorf("bundle %s: %d bytes, manifest declares %d: %w", src, size, h.Size(), kind)
+	}
+	return h, nil
 }
 
 func (p *installPart) status(s *api.Status) {
