@@ -181,13 +181,22 @@ func TestReadDoesNotWaitForWriter(t *testing.T) {
 	good, _ := os.ReadFile(img)
 	bad := append([]byte(nil), good...)
 	bad[10] ^= 0xff
-	os.WriteFile(img, bad, 0o644)
-	go func() { time.Sleep(30 * time.Millisecond); os.WriteFile(img, good, 0o644) }()
+	overwrite := func(b []byte) { // in place, as a writer does (no truncation)
+		f, err := os.OpenFile(img, os.O_WRONLY, 0)
+		if err == nil {
+			f.WriteAt(b, 0)
+			f.Close()
+		}
+	}
+	overwrite(bad)
+	fixed := make(chan struct{})
+	go func() { time.Sleep(30 * time.Millisecond); overwrite(good); close(fixed) }()
 	if snap, err := st.Read(ctx); err != nil || snap.Env["a"] != "1" {
 		t.Errorf("Read during a write: %v %v", snap, err)
 	}
 	// Torn for good: a bounded wait, then the CRC error, saying why.
-	os.WriteFile(img, bad, 0o644)
+	<-fixed
+	overwrite(bad)
 	start = time.Now()
 	if _, err := st.Read(ctx); !errors.Is(err, ErrNoValidCopy) || !strings.Contains(err.Error(), lock) {
 		t.Errorf("Read of a corrupt env while locked: %v", err)
@@ -195,7 +204,7 @@ func TestReadDoesNotWaitForWriter(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("Read of a corrupt env took %v", d)
 	}
-	os.WriteFile(img, good, 0o644)
+	overwrite(good)
 
 	wctx, wcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer wcancel()
