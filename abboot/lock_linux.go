@@ -12,7 +12,7 @@ import (
 
 // flockPath takes an exclusive flock on path, waiting until ctx ends.
 func flockPath(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600) // users must not be able to hold it
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

@@ -19,6 +19,9 @@ import (
 var otagwBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("OTAGW_E2E_REQUEST") != "" { // a raw API call as another uid (access_test.go)
+		os.Exit(requestHelper())
+	}
 	dir, err := os.MkdirTemp("", "otagw-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -23,7 +23,14 @@
 //
 // Writers are serialised with flock(2) on a lock file, by default the one
 // libubootenv uses (/var/lock/fw_printenv.lock), so otagw and fw_setenv never
-// interleave. The lock is held from the read through the write.
+// interleave. The lock is held from the read through the write. otagw
+// creates the lock file 0600 root-owned, and takes over one that someone
+// else created (chown root, chmod 0600): an unprivileged user cannot open
+// it, so cannot hold the lock to stall reads or fail installs; fw_setenv
+// and fw_printenv run as root still share it. Readers never wait for it:
+// Read takes a shared lock when it is free and otherwise reads without
+// it, trusting the CRC (a copy a writer is half-way through fails its CRC
+// and is re-read a few times, for about a quarter of a second).
 //
 // The byte layout is described in docs/formats/uboot-env.md.
 package ubootenv

@@ -10,13 +10,51 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lockFile takes an exclusive flock on path, like libubootenv's
-// libuboot_lock (open O_WRONLY|O_CREAT|O_TRUNC 0666, flock LOCK_EX). It
-// polls with LOCK_NB so that ctx can end the wait.
-func lockFile(ctx context.Context, path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
+// openLock opens (creating it if need be) the lock file and makes it
+// mode 0600, owned by root when we are root, so that an unprivileged
+// user cannot open it and so cannot hold the lock. libubootenv's
+// fw_printenv/fw_setenv open it with O_CREAT and flock it too: run as root
+// they still share it. O_NOFOLLOW and no O_TRUNC: a symlink planted in
+// /var/lock must not make root truncate another file.
+func openLock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, os.ErrPermission) {
+		// fs.protected_regular refuses O_CREAT on someone else's file in
+		// a sticky directory even to root; it exists, so open it plainly
+		// and take it back below.
+		f, err = os.OpenFile(path, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock file %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock file %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, fmt.Errorf("lock file %s: not a regular file", path)
+	}
+	euid := uint32(os.Geteuid())
+	if euid == 0 && (st.Uid != 0 || st.Gid != 0) {
+		// Someone else created it: root takes it over (a process that
+		// opened it before keeps its descriptor until it closes it).
+		_ = unix.Fchown(int(f.Fd()), 0, 0)
+	}
+	if st.Mode&0o7777 != 0o600 && (st.Uid == euid || euid == 0) {
+		_ = unix.Fchmod(int(f.Fd()), 0o600)
+	}
+	return f, nil
+}
+
+// lockFile takes an exclusive flock on path, like libubootenv's
+// libuboot_lock (flock LOCK_EX on the lock file). It polls with LOCK_NB so
+// that ctx can end the wait; then it fails with ErrLocked naming path.
+func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+	f, err := openLock(path)
+	if err != nil {
+		return nil, err
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -37,7 +75,7 @@ func lockFile(ctx context.Context, path string) (unlock func(), err error) {
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("%w: %s: %w", ErrLocked, path, ctx.Err())
+			return nil, fmt.Errorf("%w: %s is held by another process (fw_setenv, another otagw?): %w", ErrLocked, path, ctx.Err())
 		case <-t.C:
 		}
 		if delay < 50*time.Millisecond {
@@ -45,3 +83,32 @@ func lockFile(ctx context.Context, path string) (unlock func(), err error) {
 		}
 	}
 }
+
+// tryLockShared takes a shared flock on path without waiting: readers
+// exclude writers (which take it exclusively) but not each other.
+// errLockBusy when a writer holds it.
+func tryLockShared(path string) (unlock func(), err error) {
+	f, err := openLock(path)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, errLockBusy
+		}
+		return nil, fmt.Errorf("flock %s: %w", path, err)
+	}
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		_ = f.Close()
+	}, nil
+}
+
+var errLockBusy = errors.New("lock held by another process")

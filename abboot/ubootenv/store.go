@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // DefaultLockFile is the lock libubootenv's fw_printenv/fw_setenv take.
@@ -14,7 +15,10 @@ const DefaultLockFile = "/var/lock/fw_printenv.lock"
 // DefaultOptions.
 type Options struct {
 	// LockFile serialises writers with flock(2); keep libubootenv's default so
-	// that otagw and fw_setenv exclude each other.
+	// that otagw and fw_setenv exclude each other. otagw creates it (or
+	// tightens it to) mode 0600, root-owned: an unprivileged user cannot
+	// open it, so cannot hold the lock; fw_setenv/fw_printenv run as root
+	// still share it. Readers never wait for it (see Store.Read).
 	LockFile string `yaml:"lock_file" json:"lock_file"`
 	// NoLock skips the lock file (tests, read-only media).
 	NoLock bool `yaml:"no_lock" json:"no_lock"`
@@ -130,15 +134,53 @@ type Snapshot struct {
 
 // Read returns the current environment. With no valid copy it fails with
 // ErrNoValidCopy; nothing is written.
+//
+// Read never waits for the lock file: it takes a shared lock if it is free
+// and otherwise (a writer holds it, or the lock file cannot be opened)
+// reads without it. A copy caught half-written fails its CRC: the other
+// copy is used, or the read is retried a few times (readRetries, about a
+// quarter of a second in all) before ErrNoValidCopy.
 func (s *Store) Read(ctx context.Context) (*Snapshot, error) {
-	unlock, err := s.lock(ctx, false)
-	if err != nil {
-		return nil, err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opts.NoLock {
+		snap, _, err := s.readLocked()
+		return snap, err
 	}
-	defer unlock()
-	snap, _, err := s.readLocked()
+	lockErr := errLockBusy
+	if unlock, err := tryLockShared(s.opts.LockFile); err == nil {
+		defer unlock()
+		snap, _, err := s.readLocked()
+		return snap, err
+	} else {
+		lockErr = err
+	}
+	var snap *Snapshot
+	var err error
+	delay := 5 * time.Millisecond
+	for i := 0; ; i++ {
+		snap, _, err = s.readLocked()
+		if err == nil || !errors.Is(err, ErrNoValidCopy) || i == readRetries {
+			break
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return snap, fmt.Errorf("%w (read without %s: %v)", err, s.opts.LockFile, lockErr)
+		case <-t.C:
+		}
+		delay *= 2
+	}
+	if err != nil {
+		err = fmt.Errorf("%w (read without %s: %v)", err, s.opts.LockFile, lockErr)
+	}
 	return snap, err
 }
+
+// readRetries is how often Read re-reads a copy that fails its CRC while
+// it cannot take the lock (5, 10, 20, 40, 80 ms apart).
+const readRetries = 5
 
 // Write replaces the whole environment with env in one write (see the
 // package doc for power safety). It fails with ErrNoValidCopy if the device
@@ -159,7 +201,7 @@ func (s *Store) Write(ctx context.Context, env Env) error {
 // one copy, all under the lock. If fn returns an error or changes nothing,
 // nothing is written.
 func (s *Store) Update(ctx context.Context, fn func(Env) error) error {
-	unlock, err := s.lock(ctx, true)
+	unlock, err := s.lock(ctx)
 	if err != nil {
 		return err
 	}
@@ -182,7 +224,7 @@ func (s *Store) Update(ctx context.Context, fn func(Env) error) error {
 // (or, for a plain file, when the file is too short or empty). It is the
 // explicit "start from this (default) environment" operation.
 func (s *Store) Reset(ctx context.Context, env Env) error {
-	unlock, err := s.lock(ctx, true)
+	unlock, err := s.lock(ctx)
 	if err != nil {
 		return err
 	}
@@ -194,18 +236,14 @@ func (s *Store) Reset(ctx context.Context, env Env) error {
 	return s.writeLocked(env, st)
 }
 
-func (s *Store) lock(ctx context.Context, write bool) (func(), error) {
+// lock takes the lock file for a write, waiting until ctx ends.
+func (s *Store) lock(ctx context.Context) (func(), error) {
 	s.mu.Lock()
 	if s.opts.NoLock {
 		return s.mu.Unlock, nil
 	}
 	unlock, err := lockFile(ctx, s.opts.LockFile)
 	if err != nil {
-		if !write && !errors.Is(err, ErrLocked) {
-			// Like libubootenv: a reader that cannot create the lock file
-			// (no permission, no /var/lock) reads without it.
-			return s.mu.Unlock, nil
-		}
 		s.mu.Unlock()
 		return nil, err
 	}

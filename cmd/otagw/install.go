@@ -31,7 +31,7 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	cancel := fs.Bool("cancel", false, "stop the running or interrupted install; its slot stays not bootable")
 	sock := socketFlag(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: otagw install [--json] [--resume] [--now] [SOURCE]\n       otagw install --cancel [--json]\n\nSOURCE is a bundle file or an http(s):// URL.")
+		fmt.Fprintln(stderr, "usage: otagw install [--json] [--resume] [--now] [SOURCE]\n       otagw install --cancel [--json]\n\nSOURCE is a bundle file or an http(s):// URL. A file is opened by otagw install\nitself, with your permissions, and handed to the daemon as an open file;\nwith --resume, name the same file again.")
 		fs.PrintDefaults()
 	}
 	pos, err := parseArgs(fs, args)
@@ -62,15 +62,17 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fs.Usage()
 		return 2
 	}
-	if src != "" && !strings.Contains(src, "://") {
-		abs, err := filepath.Abs(src)
+	client := api.NewClient(*sock)
+	if src != "" && !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+		// A local file is opened here, with the caller's own credentials,
+		// and passed to the daemon as an open descriptor: the daemon (root)
+		// never opens a path a caller names. Also for --resume.
+		f, name, err := openBundle(src)
 		if err != nil {
 			return clientError(stderr, "install", err)
 		}
-		if _, err := os.Stat(abs); err != nil {
-			return clientError(stderr, "install", err)
-		}
-		src = abs // the daemon has its own working directory
+		defer f.Close()
+		src, client = api.FDSource(name), client.WithFile(f)
 	}
 	var bar *progressbar.ProgressBar
 	tty := false
@@ -79,7 +81,7 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	lastLine := time.Time{}
 	var outcome *api.InstallEvent
-	err = api.NewClient(*sock).Stream(ctx, "POST", "/v1/install", api.InstallRequest{Source: src, Resume: *resume, Now: *now}, func(raw json.RawMessage) error {
+	err = client.Stream(ctx, "POST", "/v1/install", api.InstallRequest{Source: src, Resume: *resume, Now: *now}, func(raw json.RawMessage) error {
 		var ev api.InstallEvent
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			return err
@@ -139,4 +141,26 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "installed release %s into slot %s; it boots next (reboot to activate)\n", outcome.Version, outcome.Slot)
 	}
 	return 0
+}
+
+// openBundle opens a local bundle for reading as the caller; name is its
+// absolute path, for the daemon's messages.
+func openBundle(path string) (*os.File, string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, "", err
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return nil, "", err // "open PATH: permission denied"
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file", abs)
+	}
+	if err != nil {
+		f.Close()
+		return nil, "", err
+	}
+	return f, abs, nil
 }

@@ -7,8 +7,8 @@
 //	srv := api.NewServer(api.Access{ReadGIDs: []int{rg}, AdminGIDs: []int{ag}}, log)
 //	srv.Read("GET /v1/status", statusHandler)       // root, read group, admin group
 //	srv.Write("POST /v1/install", installHandler)    // root and admin group only
-//	ln, _ := api.Listen("/run/otagw/otagw.sock", gid) // mode 0660
-//	go srv.Serve(ln)
+//	ln, _ := api.Listen("/run/otagw/otagw.sock", gid) // mode 0660, group gid
+//	go srv.Serve(ln)                                  // + ACL for the read and admin groups
 //
 // CLI side:
 //
@@ -17,6 +17,31 @@
 //	err := c.Get(ctx, "/v1/status", &st) // errors.Is(err, api.ErrNotRunning) when nobody listens
 //
 // Long operations answer with line-delimited JSON events (Stream).
+//
+// # Who can connect
+//
+// The socket file is root-owned, mode 0660, its group the configured
+// socket group (by default the read group). Serve adds a POSIX ACL entry
+// "group:GID:rw-" for every read and admin group that is not the file's
+// group (and SetAccess updates it on reload), so that a user only in the
+// admin group can connect, as can one only in the read group, and nobody
+// else: other users get EACCES from the kernel. On a file system without
+// POSIX ACLs (EOPNOTSUPP) the socket falls back to mode 0666 and the
+// daemon logs a warning: then everyone can connect and authorisation rests
+// on SO_PEERCRED alone, which answers 403 to users outside both groups on
+// every route. Listen creates a missing socket directory 0755 whatever the
+// umask; Serve logs a warning naming any directory above the socket that a
+// configured group cannot search.
+//
+// # Passing files
+//
+// A client never asks the daemon (root) to open a path: it opens the file
+// itself, with its own credentials, and passes the open descriptor with
+// SCM_RIGHTS along with the request (Client.WithFile). The server reads
+// every connection with recvmsg, keeps what was passed, and a handler
+// takes it with PassedFile; descriptors nobody claimed are closed when the
+// handler returns or the connection closes. In an InstallRequest such a
+// source reads "fd:PATH" (FDSource), PATH only naming it in messages.
 package api
 
 import (
@@ -29,9 +54,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -104,10 +131,12 @@ func (a Access) allowed(p Peer, write bool) bool {
 
 // Server routes API requests and enforces Access.
 type Server struct {
-	mux    *http.ServeMux
-	access Access
-	log    *zap.Logger
-	srv    *http.Server
+	mux  *http.ServeMux
+	log  *zap.Logger
+	srv  *http.Server
+	mu   sync.Mutex
+	acc  Access
+	sock string // the socket file served, for SetAccess to update its ACL
 }
 
 // NewServer returns a server with no routes.
@@ -115,11 +144,14 @@ func NewServer(access Access, log *zap.Logger) *Server {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &Server{mux: http.NewServeMux(), access: access, log: log}
+	s := &Server{mux: http.NewServeMux(), acc: access, log: log}
 	s.srv = &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if fc, ok := c.(*fdConn); ok {
+				ctx = context.WithValue(ctx, connKey{}, fc)
+			}
 			if p, err := peerOf(c); err == nil {
 				return context.WithValue(ctx, peerKey{}, p)
 			}
@@ -129,8 +161,21 @@ func NewServer(access Access, log *zap.Logger) *Server {
 	return s
 }
 
-// SetAccess replaces the access rules (on config reload).
-func (s *Server) SetAccess(a Access) { s.access = a }
+// SetAccess replaces the access rules (on config reload) and the socket's
+// ACL with them.
+func (s *Server) SetAccess(a Access) {
+	s.mu.Lock()
+	s.acc = a
+	sock := s.sock
+	s.mu.Unlock()
+	s.shareSocket(sock)
+}
+
+func (s *Server) getAccess() Access {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acc
+}
 
 // Read registers a route that root and both groups may call.
 func (s *Server) Read(pattern string, h http.HandlerFunc) { s.handle(pattern, false, h) }
@@ -140,8 +185,11 @@ func (s *Server) Write(pattern string, h http.HandlerFunc) { s.handle(pattern, t
 
 func (s *Server) handle(pattern string, write bool, h http.HandlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := r.Context().Value(connKey{}).(*fdConn); ok {
+			defer c.drop() // descriptors passed with this request that h did not take
+		}
 		p, ok := PeerFrom(r.Context())
-		if !ok || !s.access.allowed(p, write) {
+		if !ok || !s.getAccess().allowed(p, write) {
 			s.log.Warn("API call denied",
 				zap.String("route", pattern), zap.Int("uid", p.UID), zap.Int("gid", p.GID),
 				zap.Int("pid", p.PID), zap.Bool("write", write), zap.Bool("credentials_known", ok))
@@ -153,9 +201,17 @@ func (s *Server) handle(pattern string, write bool, h http.HandlerFunc) {
 	})
 }
 
-// Serve answers on ln until Shutdown.
+// Serve answers on ln until Shutdown. If ln is a unix socket with a file
+// (from Listen or from socket activation), it first lets the read and
+// admin groups connect to it (see the package doc).
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
+	if a, ok := ln.Addr().(*net.UnixAddr); ok {
+		s.mu.Lock()
+		s.sock = a.Name
+		s.mu.Unlock()
+		s.shareSocket(a.Name)
+	}
+	err := s.srv.Serve(fdListener{ln})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -190,8 +246,16 @@ func WriteError(w http.ResponseWriter, code int, kind, msg string) {
 // (gid < 0: leave the group alone). A stale socket file from a crashed
 // daemon is replaced; a live one is an error.
 func Listen(path string, gid int) (net.Listener, error) {
-	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+	dir := dirOf(path)
+	_, statErr := os.Stat(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("API socket %s: %w", path, err)
+	}
+	if os.IsNotExist(statErr) {
+		// Searchable by both groups whatever the umask (UMask=0027 in the unit).
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("API socket %s: %w", path, err)
+		}
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
@@ -227,6 +291,9 @@ func dirOf(p string) string {
 
 // peerOf reads SO_PEERCRED and the peer's supplementary groups.
 func peerOf(c net.Conn) (Peer, error) {
+	if fc, ok := c.(*fdConn); ok {
+		c = fc.UnixConn
+	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return Peer{}, errors.New("not a unix socket")
@@ -279,6 +346,7 @@ func procGroups(pid int) []int {
 type Client struct {
 	Socket string
 	hc     *http.Client
+	file   *os.File // passed with each request (WithFile)
 }
 
 // NewClient returns a client for the socket at path.
@@ -331,6 +399,9 @@ func (c *Client) request(ctx context.Context, method, path string, in any) (*htt
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if c.file != nil {
+		req.Header.Set(fileNameHeader, url.PathEscape(c.file.Name()))
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

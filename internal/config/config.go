@@ -96,6 +96,17 @@ type Daemon struct {
 	// UptimeFile stands in for /proc/uptime (development and tests): the
 	// assessment deadline counts from kernel boot.
 	UptimeFile string `yaml:"uptime_file" json:"uptime_file"`
+	// RemoteConfig is what a config applied through the API (otagw config
+	// apply, POST /v1/config) may do. Local-only: an applied config cannot
+	// change it (CheckRemoteApply).
+	RemoteConfig RemoteConfig `yaml:"remote_config" json:"remote_config"`
+}
+
+// RemoteConfig is the policy for configs applied through the API.
+type RemoteConfig struct {
+	// AllowCommands lets an applied config add or change what the daemon
+	// runs as root (Commands); false (the default) refuses such a config.
+	AllowCommands bool `yaml:"allow_commands" json:"allow_commands"`
 }
 
 // Default returns the configuration used for everything a file leaves out.
