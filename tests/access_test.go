@@ -149,16 +149,17 @@ func TestAPIAccessEveryRoute(t *testing.T) {
 		write bool
 		body  string
 	}{
-		"GET /v1/status":     {false, ""},
-		"GET /v1/health":     {false, ""},
-		"GET /v1/mcu":        {false, ""},
-		"POST /v1/reload":    {true, ""},              // same config: 200
-		"POST /v1/config":    {true, "colour: red\n"}, // invalid: 412, nothing changed
-		"POST /v1/install":   {true, bogus},           // 400
-		"POST /v1/mark-good": {true, ""},              // the test's file boot env
-		"POST /v1/mark-bad":  {true, bogus},           // 400
-		"POST /v1/rollback":  {true, bogus},           // 400
-		"POST /v1/mcu/flash": {true, bogus},           // 400
+		"GET /v1/status":          {false, ""},
+		"GET /v1/health":          {false, ""},
+		"GET /v1/mcu":             {false, ""},
+		"POST /v1/reload":         {true, ""},              // same config: 200
+		"POST /v1/config":         {true, "colour: red\n"}, // invalid: 412, nothing changed
+		"POST /v1/install":        {true, bogus},           // 400
+		"POST /v1/install/cancel": {true, ""},              // nothing to cancel: 412
+		"POST /v1/mark-good":      {true, ""},              // the test's file boot env
+		"POST /v1/mark-bad":       {true, bogus},           // 400
+		"POST /v1/rollback":       {true, bogus},           // 400
+		"POST /v1/mcu/flash":      {true, bogus},           // 400
 	}
 	reg := registeredRoutes(t)
 	for r, w := range reg {

@@ -64,9 +64,10 @@ type Update struct {
 	// when its source is still there) or manual (otagw install --resume).
 	Resume string `yaml:"resume" json:"resume"`
 	// ResumeRetries bounds the automatic attempts at an interrupted or
-	// failed-in-transit install (stalled or unreachable server), counted
-	// across daemon restarts; after them the install ends in the failed
-	// state with its reason, and only a new request starts it again.
+	// failed-in-transit install (stalled or unreachable server) in a row
+	// without progress (a new checkpoint), counted across daemon restarts;
+	// after them the install ends in the failed state with its reason, and
+	// only a new request starts it again.
 	ResumeRetries int `yaml:"resume_retries" json:"resume_retries"`
 	// ResumeBackoff is the wait before the first automatic retry; it
 	// doubles with each further one.

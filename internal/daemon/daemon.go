@@ -415,9 +415,17 @@ func (d *Daemon) handleApply(w http.ResponseWriter, r *http.Request) {
 	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	if _, err := config.Parse(d.opts.ConfigPath, data); err != nil {
+	next, err := config.Parse(d.opts.ConfigPath, data)
+	if err != nil {
 		d.log.Error("config apply refused; nothing changed", zap.Error(err))
 		api.WriteError(w, http.StatusPreconditionFailed, "config-invalid", err.Error())
+		return
+	}
+	// What runs as root (command checks, hooks) arrives through the API
+	// only where the local file allows it (daemon.remote_config).
+	if err := config.CheckRemoteApply(d.config(), next); err != nil {
+		d.log.Error("config apply refused by daemon.remote_config; nothing changed", zap.Error(err))
+		api.WriteError(w, http.StatusPreconditionFailed, "remote-config-refused", err.Error())
 		return
 	}
 	old, _ := os.ReadFile(d.opts.ConfigPath)

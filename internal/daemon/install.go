@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -147,8 +148,9 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 		}
 	}
 	switch {
-	case strings.HasPrefix(rec.Source, "fd:"):
-		p.markNotBootable(&rec, "install of a file handed over by a client was interrupted; run otagw install again")
+	case isFD(rec.Source):
+		name, _ := api.IsFDSource(rec.Source)
+		p.markNotBootable(&rec, "install of a file a client passed was interrupted; resume it with: otagw install --resume "+name)
 	case !sourceAvailable(rec.Source):
 		p.markNotBootable(&rec, "install interrupted and its source "+rec.Source+" is gone")
 	case cfg.Update.Resume != "auto":
@@ -194,7 +196,7 @@ func (p *installPart) autoResume(src, target string) {
 		}
 		rec.Resumes++
 		p.d.savePart(installPartName, &rec)
-		job, err := p.begin(src, target, true, true)
+		job, err := p.begin(nil, src, target, true, true)
 		if err == nil {
 			<-job.done
 			err = job.err
@@ -236,6 +238,8 @@ func nextChunk(c *rootfs.Checkpoint) int {
 	}
 	return c.Next
 }
+
+func isFD(src string) bool { _, ok := api.IsFDSource(src); return ok }
 
 // sourceAvailable: a URL is tried when the install runs; a file must exist.
 func sourceAvailable(src string) bool {
@@ -297,19 +301,52 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 	var rec installRecord
 	p.d.loadPart(installPartName, &rec)
 	src, target := req.Source, ""
+	// The daemon opens URLs only: a local bundle arrives as a descriptor
+	// the client opened with its own credentials (api.PassedFile).
+	var passed source.Source
+	if name, ok := api.IsFDSource(src); ok {
+		f, err := api.PassedFile(r)
+		if err != nil {
+			api.WriteError(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("install %s: %v", name, err))
+			return
+		}
+		d, err := source.NewDescriptor(f, name)
+		if err != nil {
+			f.Close()
+			api.WriteError(w, http.StatusBadRequest, "bad-request", err.Error())
+			return
+		}
+		passed = d
+	} else if src != "" && !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+		api.WriteError(w, http.StatusBadRequest, "bad-request",
+			"the daemon opens no paths a caller names; give an http(s) URL, or let otagw install open the file and pass it")
+		return
+	}
+	closePassed := func() {
+		if c, ok := passed.(io.Closer); ok {
+			c.Close()
+		}
+	}
 	if req.Resume {
 		p.mu.Lock()
 		running := p.job
 		p.mu.Unlock()
 		if running != nil { // attach to the running one
+			closePassed()
 			p.follow(w, r, running)
 			return
 		}
 		if rec.Source == "" || rec.Checkpoint == nil {
+			closePassed()
 			api.WriteError(w, http.StatusPreconditionFailed, "nothing-to-resume", "no interrupted install to resume")
 			return
 		}
 		if src == "" {
+			if name, ok := api.IsFDSource(rec.Source); ok {
+				api.WriteError(w, http.StatusPreconditionFailed, "nothing-to-resume",
+					"the interrupted install read a file the client passed: name it again: otagw install --resume "+name)
+				return
+			}
 			src = rec.Source
 		}
 		if src == rec.Source {
@@ -321,6 +358,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := p.d.maintenancePart().allowed(window.Install, req.Now || req.Resume); err != nil {
+		closePassed()
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
 	}
@@ -330,7 +368,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		p.retry()
 	}
 	p.mu.Unlock()
-	job, err := p.begin(src, target, req.Resume, false)
+	job, err := p.begin(passed, src, target, req.Resume, false)
 	if err != nil {
 		code, kind := http.StatusConflict, "busy"
 		if !errors.Is(err, api.ErrBusy) {
@@ -396,12 +434,26 @@ func (p *installPart) follow(w http.ResponseWriter, r *http.Request, job *instal
 
 // begin takes an install request: it reserves the install (a second
 // request is busy from this moment), reads and checks the bundle head,
-// and starts the install in the background. target names the slot of a
-// resume; "" picks the rootfs slot that is not booted.
-func (p *installPart) begin(src, target string, resume, auto bool) (*installJob, error) {
+// and starts the install in the background. src names the bundle; s reads
+// it (nil: opened from src, a URL or, for automatic resumes, a path) and
+// is closed when the install ends. target names the slot of a resume; ""
+// picks the rootfs slot that is not booted.
+func (p *installPart) begin(s source.Source, src, target string, resume, auto bool) (*installJob, error) {
+	closeSource := func() {
+		if c, ok := s.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	if s == nil {
+		var err error
+		if s, err = source.New(src, p.d.config().Rootfs.Source); err != nil {
+			return nil, err
+		}
+	}
 	p.mu.Lock()
 	if p.job != nil {
 		p.mu.Unlock()
+		closeSource()
 		return nil, fmt.Errorf("%w: an install of %s is running", api.ErrBusy, p.job.source)
 	}
 	ctx, cancel := context.WithCancelCause(p.ctx)
@@ -411,6 +463,7 @@ func (p *installPart) begin(src, target string, resume, auto bool) (*installJob,
 	started := false
 	defer func() {
 		if !started {
+			closeSource()
 			p.mu.Lock()
 			p.job = nil
 			p.mu.Unlock()
@@ -419,7 +472,7 @@ func (p *installPart) begin(src, target string, resume, auto bool) (*installJob,
 		}
 	}()
 	p.d.setState("downloading", "downloading "+src)
-	plan, err := p.prepare(ctx, src, target)
+	plan, err := p.prepare(ctx, s, target)
 	if errors.Is(context.Cause(ctx), errCancelled) {
 		err = fmt.Errorf("install of %s %w", src, errCancelled)
 	}
@@ -462,7 +515,7 @@ func (p *installPart) begin(src, target string, resume, auto bool) (*installJob,
 	}
 	cfg := p.d.config()
 	req := plan.request
-	req.Source, req.Resume = src, cp
+	req.Source, req.Src, req.Resume = src, s, cp
 	req.MCUDir = filepath.Join(cfg.Daemon.StateDir, "mcu-payloads")
 	req.OnProgress = func(pr rootfs.Progress) {
 		job.publish(api.InstallEvent{Type: "progress", Done: pr.Done, Total: pr.Total, Rate: pr.Rate,
@@ -470,6 +523,7 @@ func (p *installPart) begin(src, target string, resume, auto bool) (*installJob,
 	}
 	req.OnCheckpoint = func(c rootfs.Checkpoint) error {
 		rec.Checkpoint = &c
+		rec.Resumes = 0 // progress: the automatic attempts count again from here
 		err := p.d.savePart(installPartName, &rec)
 		fault.Point("install.checkpoint")
 		return err
@@ -485,6 +539,7 @@ func (p *installPart) begin(src, target string, resume, auto bool) (*installJob,
 	go func() {
 		defer p.wg.Done()
 		res, err := plan.installer.Install(ctx, req)
+		closeSource()
 		p.finish(job, &rec, plan, res, err)
 	}()
 	return job, nil
@@ -501,7 +556,7 @@ type installPlan struct {
 
 // prepare picks the target slot and checks the bundle head: signatures,
 // compatible, version policy and size. Nothing is written.
-func (p *installPart) prepare(ctx context.Context, src, target string) (*installPlan, error) {
+func (p *installPart) prepare(ctx context.Context, src source.Source, target string) (*installPlan, error) {
 	cfg := p.d.config()
 	c, err := p.d.bootPart().chooser()
 	if err != nil {
@@ -539,7 +594,7 @@ func (p *installPart) prepare(ctx context.Context, src, target string) (*install
 		MinVersion: minV, MinSecurityCounter: minSC, AllowDowngrade: cfg.Update.AllowDowngrade}
 	// Signatures, compatible, version policy and size first: a bundle
 	// that is refused must not change the boot environment at all.
-	h, err := checkHead(ctx, src, cfg.Rootfs.Source, kr, policy)
+	h, err := checkHead(ctx, src, kr, policy)
 	if err != nil {
 		return nil, err
 	}
@@ -601,7 +656,9 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 		p.d.savePart(installPartName, rec)
 		job.publish(api.InstallEvent{Type: "error", Kind: "resume-mismatch", Error: "resume failed, the install starts over: " + err.Error()})
 		err = fmt.Errorf("%w (%w)", source.ErrRetries, err) // transient: the next attempt starts over
-		if !job.auto {
+		if isFD(rec.Source) {
+			p.markNotBootable(rec, "the resume did not fit the slot; install the file again")
+		} else if !job.auto {
 			p.wg.Add(1)
 			go func() {
 				defer p.wg.Done()
@@ -708,11 +765,8 @@ func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootf
 
 // checkHead reads only the bundle's header and signed manifest and applies
 // the policy. The installer checks them again as it streams.
-func checkHead(ctx context.Context, src string, o source.Options, kr *sign.Keyring, pol rootfs.Policy) (*bundle.Head, error) {
-	s, err := source.New(src, o)
-	if err != nil {
-		return nil, err
-	}
+func checkHead(ctx context.Context, s source.Source, kr *sign.Keyring, pol rootfs.Policy) (*bundle.Head, error) {
+	src := s.String()
 	rc, err := s.Open(ctx, 0)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", src, err)
