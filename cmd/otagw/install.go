@@ -67,7 +67,7 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		// A local file is opened here, with the caller's own credentials,
 		// and passed to the daemon as an open descriptor: the daemon (root)
 		// never opens a path a caller names. Also for --resume.
-		f, name, err := openBundle(src)
+		f, name, err := openPassed(src)
 		if err != nil {
 			return clientError(stderr, "install", err)
 		}
@@ -143,9 +143,10 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	return 0
 }
 
-// openBundle opens a local bundle for reading as the caller; name is its
+// openPassed opens a local file (bundle, MCU package) for reading as the
+// caller, to be passed to the daemon as a descriptor; name is its
 // absolute path, for the daemon's messages.
-func openBundle(path string) (*os.File, string, error) {
+func openPassed(path string) (*os.File, string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, "", err

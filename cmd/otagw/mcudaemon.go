@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/otagw/otagw/downstream/fanout"
@@ -36,17 +34,16 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprintln(stderr, "usage: otagw mcu flash (DEVICE... | --all) PACKAGE [--json]\n       otagw mcu flash --port DEV --protocol stm32-uart --keyring DIR PACKAGE   (standalone)")
 		return 2
 	}
-	pkg, err := filepath.Abs(ops[len(ops)-1])
-	if err == nil {
-		_, err = os.Stat(pkg)
-	}
+	// Opened here, with the caller's credentials, and passed as a descriptor.
+	f, pkg, err := openPassed(ops[len(ops)-1])
 	if err != nil {
 		return clientError(stderr, "mcu flash", err)
 	}
-	req := api.MCUFlashRequest{Package: pkg, All: *all, Devices: ops[:len(ops)-1], Now: *now}
+	defer f.Close()
+	req := api.MCUFlashRequest{Package: api.FDSource(pkg), All: *all, Devices: ops[:len(ops)-1], Now: *now}
 	var results []fanout.Result
 	failed := false
-	err = api.NewClient(*sock).Stream(ctx, "POST", "/v1/mcu/flash", req, func(raw json.RawMessage) error {
+	err = api.NewClient(*sock).WithFile(f).Stream(ctx, "POST", "/v1/mcu/flash", req, func(raw json.RawMessage) error {
 		if *asJSON {
 			fmt.Fprintln(stdout, string(raw))
 		}

@@ -61,7 +61,7 @@ type MCUStatus struct {
 
 // MCUFlashRequest is the body of POST /v1/mcu/flash.
 type MCUFlashRequest struct {
-	Package string   `json:"package"` // absolute path of a signed MCU package
+	Package string   `json:"package"` // "fd:NAME": the package file travels as a passed descriptor
 	Devices []string `json:"devices,omitempty"`
 	All     bool     `json:"all,omitempty"` // every configured device the package targets
 	Now     bool     `json:"now,omitempty"` // ignore the maintenance windows

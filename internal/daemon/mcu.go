@@ -78,8 +78,8 @@ func (m *mcuPart) handleList(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, s.MCUs)
 }
 
-// flash runs one fan-out; onEvent gets every event from the bus workers.
-func (m *mcuPart) flash(ctx context.Context, pkgPath string, devices []string, onEvent func(fanout.Event)) ([]fanout.Result, error) {
+// flash runs one fan-out of the package open reads and verifies.
+func (m *mcuPart) flash(ctx context.Context, open func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error), devices []string, onEvent func(fanout.Event)) ([]fanout.Result, error) {
 	m.mu.Lock()
 	if m.running {
 		m.mu.Unlock()
@@ -97,7 +97,7 @@ func (m *mcuPart) flash(ctx context.Context, pkgPath string, devices []string, o
 	if err != nil {
 		return nil, fmt.Errorf("update.keyring: %w", err)
 	}
-	pkg, err := mcupkg.Open(pkgPath, kr, cfg.Update.Threshold)
+	pkg, err := open(kr, cfg.Update.Threshold)
 	if err != nil {
 		return nil, err
 	}
@@ -129,9 +129,29 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", "name the devices or all, and the package")
 		return
 	}
-	if _, err := os.Stat(req.Package); err != nil {
-		api.WriteError(w, http.StatusBadRequest, "bad-request", err.Error())
+	// The package arrives as a descriptor the client opened with its own
+	// credentials: the daemon opens no path a caller names.
+	name, ok := api.IsFDSource(req.Package)
+	if !ok {
+		api.WriteError(w, http.StatusBadRequest, "bad-request",
+			"the daemon opens no paths a caller names; let otagw mcu flash open the package and pass it")
 		return
+	}
+	f, err := api.PassedFile(r)
+	if err != nil {
+		api.WriteError(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("package %s: %v", name, err))
+		return
+	}
+	defer f.Close()
+	open := func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error) {
+		p, err := mcupkg.Read(f)
+		if err == nil {
+			err = p.Verify(kr, threshold)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return p, nil
 	}
 	if err := m.d.maintenancePart().allowed(window.Flash, req.Now); err != nil {
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
@@ -139,7 +159,7 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := api.NewStreamWriter(w)
 	var mu sync.Mutex
-	res, err := m.flash(r.Context(), req.Package, req.Devices, func(ev fanout.Event) {
+	res, err := m.flash(r.Context(), open, req.Devices, func(ev fanout.Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		sw.Send(api.MCUEvent{Type: "event", Event: ev})
@@ -160,7 +180,8 @@ func (m *mcuPart) flashPayloads() {
 	sort.Strings(files)
 	for _, f := range files {
 		m.d.log.Info("fanning out MCU firmware from the committed release", zap.String("package", f))
-		if _, err := m.flash(m.ctx, f, nil, nil); err != nil {
+		open := func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error) { return mcupkg.Open(f, kr, threshold) }
+		if _, err := m.flash(m.ctx, open, nil, nil); err != nil {
 			m.d.log.Error("MCU fan-out", zap.String("package", f), zap.Error(err))
 			continue
 		}
