@@ -168,6 +168,15 @@ run "$OTAGW" health
 say "the old release is now a downgrade and is refused"
 run "$OTAGW" install "$URL/gw-1.0.0.otagw" || true
 
+say "the floor has a second copy in the U-Boot environment, written with the boot switch and the commit"
+run "$OTAGW" env print -c "$D/boot/fw_env.config" --lock "$D/run/fw_env.lock" otagw_anchor_min_version otagw_anchor_seq
+say "lose the state file (or restore an old copy): the daemon says so, and the floor holds"
+stop_daemon
+rm -f "$D/state/state"
+start_daemon
+run "$OTAGW" status
+run "$OTAGW" install "$URL/gw-1.0.0.otagw" || true
+
 say "MCU firmware: signed packages, fanned out over both buses in parallel"
 head -c 48K /dev/urandom >"$D/images/motor-ctl.bin"
 head -c 96K /dev/urandom >"$D/images/sensor-hub.bin"
