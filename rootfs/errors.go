@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/otagw/otagw/rootfs/bundle"
+	"github.com/otagw/otagw/rootfs/source"
 )
 
 // Failure kinds. Each is errors.Is-able on what Install returns.
@@ -26,6 +27,9 @@ var (
 	ErrNoSlot       = errNoSlot
 	// ErrResume: the checkpoint does not belong to this bundle/source.
 	ErrResume = errors.New("checkpoint does not match the bundle")
+	// ErrStalled: an HTTP source stalled (idle, too slow, or no headers
+	// within its timeout) until its retries ran out.
+	ErrStalled = source.ErrStalled
 )
 
 // ChunkError is the typed form of a hash mismatch: it names the payload and
@@ -50,8 +54,8 @@ func (e *IOError) Unwrap() error { return e.Err }
 // API and scripts: "signature-invalid", "unknown-key", "below-threshold",
 // "format", "hash-mismatch", "source-truncated", "trailing-data",
 // "incompatible", "downgrade-refused", "expired", "slot-too-small",
-// "slot-busy", "no-slot", "resume-mismatch", "canceled", "io-error" or
-// "error".
+// "slot-busy", "no-slot", "resume-mismatch", "source-stalled", "canceled",
+// "io-error" or "error".
 func Kind(err error) string {
 	for _, k := range []struct {
 		err  error
@@ -61,7 +65,7 @@ func Kind(err error) string {
 		{ErrFormat, "format"}, {ErrHashMismatch, "hash-mismatch"}, {ErrTruncated, "source-truncated"},
 		{ErrTrailingData, "trailing-data"}, {ErrIncompatible, "incompatible"}, {ErrDowngrade, "downgrade-refused"},
 		{ErrExpired, "expired"}, {ErrSlotTooSmall, "slot-too-small"}, {ErrSlotBusy, "slot-busy"}, {ErrNoSlot, "no-slot"},
-		{ErrResume, "resume-mismatch"}, {context.Canceled, "canceled"}, {context.DeadlineExceeded, "canceled"},
+		{ErrResume, "resume-mismatch"}, {ErrStalled, "source-stalled"}, {context.Canceled, "canceled"}, {context.DeadlineExceeded, "canceled"},
 	} {
 		if errors.Is(err, k.err) {
 			return k.name

@@ -1,11 +1,25 @@
-// Package source opens update bundles by location: a local file path or an
-// http(s):// URL. Every source reads from any offset, so an install can
-// resume at a chunk; the HTTP source also resumes by itself, with a Range
-// request, when a connection drops mid-body.
+// Package source opens update bundles by location: a local file path, an
+// http(s):// URL, or a file a client handed over already open. Every source
+// reads from any offset, so an install can resume at a chunk; the HTTP
+// source also resumes by itself, with a Range request, when a connection
+// drops or stalls mid-body.
 //
-//	src, err := source.New("https://updates.example/gw-1.2.0.otab", source.DefaultOptions())
+//	o := source.DefaultOptions()
+//	o.IdleTimeout = 60 * time.Second // no byte for this long: reconnect
+//	o.SpeedLimit, o.SpeedTime = 1024, 2*time.Minute // slower than 1 KiB/s over 2 min: reconnect
+//	src, err := source.New("https://updates.example/gw-1.2.0.otab", o)
 //	rc, err := src.Open(ctx, off) // bytes from off to the end
 //	defer rc.Close()
+//
+//	src := source.NewOpenFile(f, "fd:/home/op/gw-1.2.0.otab") // f from SCM_RIGHTS
+//	defer src.Close()                                         // closes f
+//
+// A stalled HTTP body (IdleTimeout or SpeedLimit/SpeedTime hit) or a server
+// that does not answer with headers within Timeout is a transient failure:
+// the reader reconnects from where it was, within Retries failures in a row
+// without progress, then fails with an error that wraps both ErrRetries and
+// ErrStalled. Cancelling the context passed to Open ends a blocked read at
+// once.
 package source
 
 import (
@@ -26,6 +40,11 @@ var (
 	ErrChanged = errors.New("source changed while reading")
 	// ErrRetries: the source kept failing after the configured retries.
 	ErrRetries = errors.New("source failed after retries")
+	// ErrStalled: the last failure before giving up was a stall: no byte
+	// for IdleTimeout, a rate below SpeedLimit over SpeedTime, or no
+	// response headers within Timeout. Errors wrapping it also wrap
+	// ErrRetries, and name the URL, the offset and the limit hit.
+	ErrStalled = errors.New("source stalled")
 )
 
 // Source yields a bundle's bytes from any offset.
@@ -52,6 +71,18 @@ type Options struct {
 	RetryDelay time.Duration `yaml:"retry_delay" json:"retry_delay"`
 	// Timeout bounds connecting and waiting for response headers.
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	// IdleTimeout: a body read that waits this long without a byte fails
+	// as a stall (and the reader reconnects). 0 disables it.
+	IdleTimeout time.Duration `yaml:"idle_timeout" json:"idle_timeout"`
+	// SpeedLimit and SpeedTime (curl's --speed-limit, --speed-time): a
+	// connection whose body arrives slower than SpeedLimit bytes/s on
+	// average over SpeedTime fails as a stall. 0 in either disables it.
+	// Only time spent waiting for the network counts, never time the
+	// caller spends between reads (writing to a slow slot, say). A
+	// connection that ends slower than SpeedLimit on average is not
+	// progress: it counts toward Retries even though it delivered bytes.
+	SpeedLimit int64         `yaml:"speed_limit" json:"speed_limit"`
+	SpeedTime  time.Duration `yaml:"speed_time" json:"speed_time"`
 	// Sleep waits (injected for tests); nil waits on a timer or ctx.
 	Sleep func(ctx context.Context, d time.Duration) error `yaml:"-" json:"-"`
 	// Client overrides the HTTP client (tests); nil builds one from the above.
@@ -59,8 +90,22 @@ type Options struct {
 }
 
 // DefaultOptions are the defaults.
+//
+// IdleTimeout 60s: a gateway's cellular uplink can pause for tens of
+// seconds (handover, RRC re-establishment, TCP retransmission backoff after
+// a loss burst reaches 30s and more), so a shorter limit would reconnect on
+// links that recover by themselves; a minute without a single byte is a
+// dead path (a NAT or proxy that dropped the flow without a reset).
+//
+// SpeedLimit 1024 B/s over SpeedTime 120s: 1 KiB/s is far below any link
+// an update can use (a 100 MiB bundle would take 28 hours), so a
+// connection that slow for two minutes is a wedged server or middlebox
+// trickling bytes, which the idle timeout alone never catches; two minutes
+// averages over bursts and slow starts. Either way the reader reconnects
+// and resumes with a Range request, so a false alarm costs one request.
 func DefaultOptions() Options {
-	return Options{Retries: 5, RetryDelay: time.Second, Timeout: 30 * time.Second}
+	return Options{Retries: 5, RetryDelay: time.Second, Timeout: 30 * time.Second,
+		IdleTimeout: 60 * time.Second, SpeedLimit: 1024, SpeedTime: 120 * time.Second}
 }
 
 // Validate checks the options.
@@ -70,6 +115,15 @@ func (o Options) Validate() error {
 	}
 	if o.RetryDelay < 0 || o.Timeout < 0 {
 		return errors.New("source retry_delay and timeout must be >= 0")
+	}
+	if o.IdleTimeout < 0 {
+		return fmt.Errorf("source idle_timeout %s: must be >= 0 (0 disables it)", o.IdleTimeout)
+	}
+	if o.SpeedLimit < 0 {
+		return fmt.Errorf("source speed_limit %d: must be >= 0 bytes/s (0 disables it)", o.SpeedLimit)
+	}
+	if o.SpeedTime < 0 {
+		return fmt.Errorf("source speed_time %s: must be >= 0 (0 disables the speed limit)", o.SpeedTime)
 	}
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		return errors.New("source cert_file and key_file go together")
