@@ -117,7 +117,7 @@ func installKind(err error) string {
 // signature, a hash mismatch, a policy refusal) fails the same way again.
 func transient(err error) bool {
 	var ne net.Error
-	return errors.Is(err, source.ErrRetries) || errors.As(err, &ne)
+	return errors.Is(err, source.ErrStalled) || errors.Is(err, source.ErrRetries) || errors.As(err, &ne)
 }
 
 func (p *installPart) start(ctx context.Context, d *Daemon) error {
