@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,13 +38,42 @@ func openLock(path string) (*os.File, error) {
 		return nil, fmt.Errorf("lock file %s: not a regular file", path)
 	}
 	euid := uint32(os.Geteuid())
-	if euid == 0 && (st.Uid != 0 || st.Gid != 0) {
-		// Someone else created it: root takes it over (a process that
-		// opened it before keeps its descriptor until it closes it).
-		_ = unix.Fchown(int(f.Fd()), 0, 0)
+	if euid == 0 && (st.Uid != 0 || st.Mode&0o077 != 0) {
+		// Someone else created it, or others may open it: a process that
+		// opened it already could hold its flock for ever, and chmod does
+		// not take an open descriptor back. So root puts a new file (a new
+		// inode, 0600, root's) in its place: a lock held on the old inode
+		// guards nothing any more.
+		f.Close()
+		return replaceLock(path)
 	}
-	if st.Mode&0o7777 != 0o600 && (st.Uid == euid || euid == 0) {
+	if st.Mode&0o7777 != 0o600 && st.Uid == euid {
 		_ = unix.Fchmod(int(f.Fd()), 0o600)
+	}
+	return f, nil
+}
+
+// replaceLock renames a fresh root-owned 0600 file over path and opens it.
+func replaceLock(path string) (*os.File, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".new-*")
+	if err != nil {
+		return nil, fmt.Errorf("lock file %s: replacing it: %w", path, err)
+	}
+	name := tmp.Name()
+	err = tmp.Chmod(0o600)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(name, path)
+	}
+	if err != nil {
+		os.Remove(name)
+		return nil, fmt.Errorf("lock file %s: replacing it: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("lock file %s: %w", path, err)
 	}
 	return f, nil
 }

@@ -145,6 +145,32 @@ func TestLockFileNotForUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("pre-created by a user", lock)
+
+	// Worse: the user created it and holds its flock open for ever. The
+	// store must neither wait for that lock nor fail: the inode the user
+	// holds is replaced, not just re-moded.
+	os.Remove(lock)
+	if code := try(lock); code != 0 {
+		t.Fatalf("the user could not create the lock file (exit %d)", code)
+	}
+	hold := exec.Command(helper, "-test.run=^$")
+	hold.Env = []string{"OTAGW_ENV_TEST_HOLD=" + lock}
+	hold.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	stdin, _ := hold.StdinPipe()
+	out, _ := hold.StdoutPipe()
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); hold.Wait() }()
+	if l, err := bufio.NewReader(out).ReadString('\n'); err != nil || l != "locked\n" {
+		t.Fatalf("the user's process did not take the lock: %q %v", l, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := st.Update(ctx, func(e Env) error { e["c"] = "3"; return nil }); err != nil {
+		t.Fatalf("a write while a user holds a lock file they created: %v", err)
+	}
+	check("held by a user", lock)
 }
 
 // TestReadDoesNotWaitForWriter: while another process holds the lock a
