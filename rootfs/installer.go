@@ -5,11 +5,13 @@
 // sha256, and checkpoints its progress so an interrupted install resumes at
 // the last verified chunk. Choosing what boots next is not its job.
 //
+//	policy := rootfs.Policy{Compatible: "acme-gw2", Threshold: 1, MinVersion: "1.1.0"}
+//	src, _ := source.New("https://updates.example/gw-1.2.0.otab", opts.Source)
+//	h, err := rootfs.CheckHead(ctx, src, kr, policy, time.Now()) // refuse before touching slots or boot variables
 //	inst, _ := rootfs.NewInstaller(opts, log)
 //	res, err := inst.Install(ctx, rootfs.Request{
-//		Source: "https://updates.example/gw-1.2.0.otab", Keyring: kr,
-//		Policy:  rootfs.Policy{Compatible: "acme-gw2", Threshold: 1, MinVersion: "1.1.0"},
-//		Booted:  "A", Resume: lastCheckpoint, // nil for a fresh install
+//		Src: src, Keyring: kr, Policy: policy,
+//		Booted: "A", Resume: lastCheckpoint, // nil for a fresh install
 //		OnCheckpoint: store.Save, OnProgress: show,
 //	})
 //	// on success: res.Bootname("rootfs") is the slot to boot next (abboot's job)
@@ -213,21 +215,12 @@ func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) 
 	}
 	st := &stream{ctx: ctx, src: src}
 	defer st.close()
-	h, err := bundle.ReadHead(st, req.Keyring, req.Policy.Threshold)
+	// The checks of CheckHead, on the stream the install goes on reading.
+	h, err := checkHead(st, src, req.Keyring, req.Policy, in.now())
 	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", src, err)
+		return nil, err
 	}
 	m := h.Manifest
-	if err := req.Policy.Check(m, in.now()); err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", src, err)
-	}
-	if size := src.Size(); size >= 0 && size != h.Size() {
-		kind := ErrTruncated
-		if size > h.Size() {
-			kind = ErrTrailingData
-		}
-		return nil, fmt.Errorf("bundle %s: %d bytes, manifest declares %d: %w", src, size, h.Size(), kind)
-	}
 	res := &Result{Bundle: h.ID(), Source: src.String(), Manifest: m, Version: m.Version, MinVersion: m.MinVersion,
 		SecurityCounter: m.SecurityCounter, Compatible: m.Compatible}
 	if r := req.Resume; r != nil && (r.Bundle != res.Bundle || m.Payload(r.Payload) == nil || r.Next < 0 || r.Next > len(m.Payload(r.Payload).Chunks)) {

@@ -1,0 +1,53 @@
+package rootfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/otagw/otagw/internal/sign"
+	"github.com/otagw/otagw/rootfs/bundle"
+	"github.com/otagw/otagw/rootfs/source"
+)
+
+// CheckHead decides whether src is a bundle this device takes, reading
+// only its head: it opens src at 0, reads and verifies the header, signed
+// manifest and signatures (kr, pol.Threshold), applies pol at time now,
+// and, when src knows its size (a file; HTTP Content-Length or the
+// Content-Range total), checks it against the size the manifest declares
+// (bundle.Head.Size: the data offset plus the end of the last payload's
+// chunks). It writes nothing and changes no boot variable, so a caller can
+// refuse a bundle before touching either. Install runs the same check.
+//
+// A size mismatch wraps ErrTruncated (Kind "source-truncated") or
+// ErrTrailingData ("trailing-data"); the other failures are those of
+// Install's head (signature, policy, format, source errors).
+func CheckHead(ctx context.Context, src source.Source, kr *sign.Keyring, pol Policy, now time.Time) (*bundle.Head, error) {
+	if kr == nil {
+		return nil, errors.New("bundle head: no keyring")
+	}
+	st := &stream{ctx: ctx, src: src}
+	defer st.close()
+	return checkHead(st, src, kr, pol, now)
+}
+
+// checkHead reads the head from r, at the start of src, and checks it.
+func checkHead(r io.Reader, src source.Source, kr *sign.Keyring, pol Policy, now time.Time) (*bundle.Head, error) {
+	h, err := bundle.ReadHead(r, kr, pol.Threshold)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", src, err)
+	}
+	if err := pol.Check(h.Manifest, now); err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", src, err)
+	}
+	if size := src.Size(); size >= 0 && size != h.Size() {
+		kind := ErrTruncated
+		if size > h.Size() {
+			kind = ErrTrailingData
+		}
+		return nil, fmt.Errorf("bundle %s: %d bytes, manifest declares %d: %w", src, size, h.Size(), kind)
+	}
+	return h, nil
+}
