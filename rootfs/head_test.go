@@ -49,7 +49,10 @@ func TestCheckHeadSize(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fd := source.NewOpenFile(f, "fd:"+path)
+		fd, err := source.NewDescriptor(f, path)
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer fd.Close()
 		for kind, mk := range map[string]func() (source.Source, error){
 			"file": func() (source.Source, error) { return source.New(path, source.DefaultOptions()) },

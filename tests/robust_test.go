@@ -385,7 +385,9 @@ func TestInstallSizeMismatchLeavesBootAlone(t *testing.T) {
 	good := g.bundle(t, "2.0.0", testImage(2<<20))
 	data := mustRead(t, good)
 	d := g.start(t)
-	before, _ := os.ReadFile(g.Env) // none yet is fine: it must stay so
+	// Let the start settle (the booted slot gets its tries back) first.
+	g.waitState(t, "start-up assessment", func(s api.Status) bool { return s.Assessment != nil })
+	before, _ := os.ReadFile(g.Env)
 	for name, b := range map[string][]byte{
 		"truncated": data[:len(data)-1],
 		"trailing":  append(append([]byte(nil), data...), 0),

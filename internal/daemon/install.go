@@ -51,7 +51,11 @@ type installRecord struct {
 	Source     string             `json:"source,omitempty"`
 	Bootname   string             `json:"bootname,omitempty"`
 	Checkpoint *rootfs.Checkpoint `json:"checkpoint,omitempty"`
-	Resumes    int                `json:"resumes,omitempty"`
+	// Failures counts automatic attempts that failed in transit, and
+	// Restarts the daemon starts that found this install interrupted,
+	// both since the last new checkpoint.
+	Failures int `json:"failures,omitempty"`
+	Restarts int `json:"restarts,omitempty"`
 	// Installed is the release on each slot (by bootname) once verified.
 	Installed map[string]string `json:"installed,omitempty"`
 	// NotBootable names slots whose content is not a verified release.
@@ -100,6 +104,11 @@ func (j *installJob) publish(ev api.InstallEvent) {
 
 const installPartName = "install"
 
+// maxRestarts bounds the daemon starts that find the same install
+// interrupted with no new checkpoint in between (kill -9, power cuts, a
+// crash the bundle causes): each start continues it, up to this many.
+const maxRestarts = 50
+
 // errCancelled is the cause of an install stopped by `otagw install --cancel`.
 var errCancelled = errors.New("cancelled by an operator")
 
@@ -147,6 +156,8 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 			return nil
 		}
 	}
+	rec.Restarts++
+	d.savePart(installPartName, &rec)
 	switch {
 	case isFD(rec.Source):
 		name, _ := api.IsFDSource(rec.Source)
@@ -155,8 +166,11 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 		p.markNotBootable(&rec, "install interrupted and its source "+rec.Source+" is gone")
 	case cfg.Update.Resume != "auto":
 		p.markNotBootable(&rec, "install interrupted; resume it with: otagw install --resume")
-	case rec.Resumes >= cfg.Update.ResumeRetries+1:
-		p.fail(&rec, fmt.Sprintf("install of %s gave up after %d automatic attempts", rec.Source, rec.Resumes), "")
+	case rec.Failures > cfg.Update.ResumeRetries:
+		p.fail(&rec, fmt.Sprintf("install of %s gave up after %d automatic attempts", rec.Source, rec.Failures), "")
+	case rec.Restarts >= maxRestarts:
+		// A bundle that brings the daemon down every time must not loop.
+		p.fail(&rec, fmt.Sprintf("install of %s was interrupted %d times in a row without progress", rec.Source, rec.Restarts), "")
 	default:
 		d.log.Warn("interrupted install found: resuming", zap.String("source", rec.Source),
 			zap.String("slot", rec.Bootname), zap.Int("from_chunk", nextChunk(rec.Checkpoint)))
@@ -172,9 +186,9 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 	return nil
 }
 
-// autoResume retries an interrupted install with backoff, each attempt
-// counted in the record (so restarts count too), and ends in the failed
-// state once update.resume_retries is used up.
+// autoResume retries an interrupted install with backoff, each failed
+// attempt counted in the record (so the count survives restarts), and
+// ends in the failed state once update.resume_retries is used up.
 func (p *installPart) autoResume(src, target string) {
 	ctx, cancel := context.WithCancel(p.ctx)
 	p.mu.Lock()
@@ -194,8 +208,6 @@ func (p *installPart) autoResume(src, target string) {
 		if !rec.Active || rec.Source != src {
 			return // cancelled, or replaced by a new request
 		}
-		rec.Resumes++
-		p.d.savePart(installPartName, &rec)
 		job, err := p.begin(nil, src, target, true, true)
 		if err == nil {
 			<-job.done
@@ -214,13 +226,15 @@ func (p *installPart) autoResume(src, target string) {
 			p.fail(&rec, "resume failed: "+err.Error(), rootfs.Kind(err))
 			return
 		}
-		if rec.Resumes >= cfg.Update.ResumeRetries+1 {
-			p.fail(&rec, fmt.Sprintf("install of %s failed after %d automatic attempts: %v", src, rec.Resumes, err), rootfs.Kind(err))
+		rec.Failures++
+		p.d.savePart(installPartName, &rec)
+		if rec.Failures > cfg.Update.ResumeRetries {
+			p.fail(&rec, fmt.Sprintf("install of %s failed after %d automatic attempts: %v", src, rec.Failures, err), rootfs.Kind(err))
 			return
 		}
-		p.d.log.Warn("install attempt failed; retrying", zap.Int("attempt", rec.Resumes), zap.Duration("in", delay), zap.Error(err))
+		p.d.log.Warn("install attempt failed; retrying", zap.Int("attempt", rec.Failures), zap.Duration("in", delay), zap.Error(err))
 		p.d.setState("installing", fmt.Sprintf("attempt %d of %d at %s failed (%v); retrying in %v",
-			rec.Resumes, cfg.Update.ResumeRetries+1, src, err, delay))
+			rec.Failures, cfg.Update.ResumeRetries+1, src, err, delay))
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -491,7 +505,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 		cp = rec.Checkpoint
 		job.resumed = true
 	} else if !auto {
-		rec.Resumes = 0
+		rec.Failures, rec.Restarts = 0, 0
 	}
 	// RAUC's order: the target leaves the boot order before its first byte
 	// changes, so no interruption can leave it bootable half-written.
@@ -523,7 +537,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	}
 	req.OnCheckpoint = func(c rootfs.Checkpoint) error {
 		rec.Checkpoint = &c
-		rec.Resumes = 0 // progress: the automatic attempts count again from here
+		rec.Failures, rec.Restarts = 0, 0 // progress: the counts start again
 		err := p.d.savePart(installPartName, &rec)
 		fault.Point("install.checkpoint")
 		return err
@@ -594,7 +608,7 @@ func (p *installPart) prepare(ctx context.Context, src source.Source, target str
 		MinVersion: minV, MinSecurityCounter: minSC, AllowDowngrade: cfg.Update.AllowDowngrade}
 	// Signatures, compatible, version policy and size first: a bundle
 	// that is refused must not change the boot environment at all.
-	h, err := checkHead(ctx, src, kr, policy)
+	h, err := rootfs.CheckHead(ctx, src, kr, policy, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -761,32 +775,6 @@ func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootf
 	d.mu.Unlock()
 	fault.Point("install.done")
 	return err
-}
-
-// checkHead reads only the bundle's header and signed manifest and applies
-// the policy. The installer checks them again as it streams.
-func checkHead(ctx context.Context, s source.Source, kr *sign.Keyring, pol rootfs.Policy) (*bundle.Head, error) {
-	src := s.String()
-	rc, err := s.Open(ctx, 0)
-	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", src, err)
-	}
-	defer rc.Close()
-	h, err := bundle.ReadHead(rc, kr, pol.Threshold)
-	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", src, err)
-	}
-	if err := pol.Check(h.Manifest, time.Now()); err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", src, err)
-	}
-	if size := s.Size(); size >= 0 && size != h.Size() {
-		kind := rootfs.ErrTruncated
-		if size > h.Size() {
-			kind = rootfs.ErrTrailingData
-		}
-		return nil, fmt.Errorf("bundle %s: %d bytes, manifest declares %d: %w", src, size, h.Size(), kind)
-	}
-	return h, nil
 }
 
 func (p *installPart) status(s *api.Status) {

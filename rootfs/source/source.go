@@ -11,8 +11,8 @@
 //	rc, err := src.Open(ctx, off) // bytes from off to the end
 //	defer rc.Close()
 //
-//	src := source.NewOpenFile(f, "fd:/home/op/gw-1.2.0.otab") // f from SCM_RIGHTS
-//	defer src.Close()                                         // closes f
+//	src, err := source.NewDescriptor(f, "/home/op/gw-1.2.0.otab") // f from SCM_RIGHTS
+//	defer src.Close()                                             // closes f
 //
 // A stalled HTTP body (IdleTimeout or SpeedLimit/SpeedTime hit) or a server
 // that does not answer with headers within Timeout is a transient failure:
