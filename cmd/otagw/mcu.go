@@ -16,6 +16,7 @@ import (
 	"github.com/otagw/otagw/downstream"
 	"github.com/otagw/otagw/downstream/fanout"
 	"github.com/otagw/otagw/downstream/mcupkg"
+	_ "github.com/otagw/otagw/downstream/protocols" // the protocols --protocol names
 	"github.com/otagw/otagw/downstream/stm32/chips"
 	"github.com/otagw/otagw/internal/sign"
 )
@@ -240,10 +241,10 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := flag.NewFlagSet("otagw mcu flash", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	port := fs.String("port", "", "serial device, e.g. /dev/ttyUSB0")
-	protocol := fs.String("protocol", downstream.ProtocolSTM32UART, "bootloader protocol (stm32-uart)")
+	protocol := fs.String("protocol", downstream.ProtocolSTM32, "bootloader protocol: stm32-rom or esp32-rom (stm32-uart: deprecated name of stm32-rom)")
 	keyring := fs.String("keyring", "", "directory of trusted public keys")
 	baud := fs.Int("baud", 115200, "baud rate")
-	parity := fs.String("parity", "even", "parity: even (the ROM bootloader's 8E1) or none (pseudo-terminals)")
+	parity := fs.String("parity", "", "parity: even, none (pseudo-terminals) or odd; default: the protocol's (even for STM32, none for ESP32)")
 	rst := fs.String("reset", "manual", "how to enter the bootloader: manual, dtr-rts, gpio:CHIP:BOOT0LINE:NRSTLINE")
 	hdr := fs.String("version-header", "", "flash address of an MCUboot image header: skip the flash when the device already runs this version")
 	state := fs.String("state", "", "JSON file to record the result in (and read the minimum version from)")
@@ -256,7 +257,7 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 		return 2
 	}
 	if len(ops) != 1 || *port == "" || *keyring == "" {
-		fmt.Fprintln(stderr, "usage: otagw mcu flash --port DEV --protocol stm32-uart --keyring DIR [--baud N] [--parity even|none] [--reset manual|dtr-rts|gpio:CHIP:BOOT0:NRST] PACKAGE [--json]")
+		fmt.Fprintln(stderr, "usage: otagw mcu flash --port DEV --protocol stm32-rom|esp32-rom --keyring DIR [--baud N] [--parity even|none] [--reset manual|dtr-rts|gpio:CHIP:BOOT0:NRST] PACKAGE [--json]")
 		return 2
 	}
 	kr, err := sign.LoadKeyring(*keyring)
@@ -274,8 +275,12 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 	o.Attempts = 3
 	o.STM32.MassErase, o.STM32.Verify = *massErase, *verify
 	o.STM32.WriteUnprotect, o.STM32.ReadoutUnprotect = *unprotect, *unprotect
-	o.Buses = []downstream.Bus{{Name: "cli", Protocol: *protocol, Port: *port, Baud: *baud, Parity: *parity, Reset: *rst}}
-	dev := downstream.Device{Name: *port, Bus: "cli", Family: m.Target.Family, ProductID: m.Target.ProductID}
+	if *protocol == downstream.ProtocolSTM32UART {
+		fmt.Fprintf(stderr, "otagw mcu flash: --protocol %s is deprecated, say %s\n", downstream.ProtocolSTM32UART, downstream.ProtocolSTM32)
+		*protocol = downstream.ProtocolSTM32
+	}
+	o.Buses = []downstream.Bus{{Name: "cli", Transport: downstream.TransportUART, Port: *port, Baud: *baud, Parity: *parity, Reset: *rst}}
+	dev := downstream.Device{Name: *port, Bus: "cli", Protocol: *protocol, Family: m.Target.Family, ProductID: m.Target.ProductID, Chip: m.Target.Chip}
 	if len(m.Target.HWRevs) == 1 {
 		dev.HWRev = m.Target.HWRevs[0]
 	}

@@ -101,6 +101,9 @@ func (m *mcuPart) flash(ctx context.Context, open func(kr *sign.Keyring, thresho
 	if err != nil {
 		return nil, err
 	}
+	for _, w := range cfg.Downstream.Warnings() {
+		m.d.log.Warn("deprecated configuration", zap.String("warning", w))
+	}
 	eng, err := fanout.New(cfg.Downstream, &mcuStore{d: m.d}, m.d.log.Named("downstream"))
 	if err != nil {
 		return nil, err
