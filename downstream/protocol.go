@@ -74,7 +74,7 @@ type Protocol interface {
 	Parity() string
 	// Open starts a session over l; rs enters the bootloader and starts
 	// the application.
-	Open(l link.Link, rs reset.Strategy, d Device, p *mcupkg.Package, o Options) Session
+	Open(l link.Link, rs reset.Strategy, b Bus, d Device, p *mcupkg.Package, o Options) Session
 }
 
 // FatalError marks an error that another attempt cannot fix.

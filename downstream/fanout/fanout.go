@@ -415,7 +415,7 @@ func (w *worker) run(ctx context.Context, open func() (link.Link, error)) Result
 	if err != nil {
 		return w.finish(Failed, fmt.Errorf("reset strategy: %w", err))
 	}
-	sess := w.proto.Open(l, rs, w.dev, w.pkg, w.e.o)
+	sess := w.proto.Open(l, rs, w.bus, w.dev, w.pkg, w.e.o)
 	identified := false
 	backoff := w.e.o.Backoff
 	var last error

@@ -9,5 +9,6 @@
 package protocols
 
 import (
+	_ "github.com/otagw/otagw/downstream/esp32" // esp32-rom
 	_ "github.com/otagw/otagw/downstream/stm32" // stm32-rom
 )

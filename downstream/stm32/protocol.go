@@ -61,7 +61,7 @@ func (Protocol) Check(d downstream.Device, p *mcupkg.Package) error {
 func (Protocol) Parity() string { return "even" }
 
 // Open returns a session; nothing is sent yet.
-func (Protocol) Open(l link.Link, rs reset.Strategy, d downstream.Device, p *mcupkg.Package, o downstream.Options) downstream.Session {
+func (Protocol) Open(l link.Link, rs reset.Strategy, _ downstream.Bus, d downstream.Device, p *mcupkg.Package, o downstream.Options) downstream.Session {
 	chip, _ := chips.Lookup(d.ProductID)
 	return &session{c: New(l, o.STM32), rs: rs, dev: d, pkg: p, chip: chip, o: o.STM32}
 }
