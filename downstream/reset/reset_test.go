@@ -95,3 +95,42 @@ func TestGPIO(t *testing.T) {
 		t.Fatalf("levels = %b, want %b", f.sets, want)
 	}
 }
+
+type modem struct{ log []string }
+
+func (m *modem) SetDTR(on bool) error { m.log = append(m.log, fmt.Sprintf("D%d", b2i(on))); return nil }
+func (m *modem) SetRTS(on bool) error { m.log = append(m.log, fmt.Sprintf("R%d", b2i(on))); return nil }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestESP32Classic: esptool-js writes the classic reset as
+// D0|R1|W100|D1|R0|W50|D0.
+func TestESP32Classic(t *testing.T) {
+	m := &modem{}
+	o := DefaultOptions()
+	o.Sleep = func(_ context.Context, d time.Duration) error {
+		if d > 0 {
+			m.log = append(m.log, fmt.Sprintf("W%d", d.Milliseconds()))
+		}
+		return nil
+	}
+	e := ESP32Classic{LC: m, O: o}
+	e.EnterBootloader(context.Background())
+	if got, want := strings.Join(m.log, "|"), "D0|R1|W100|D1|R0|W50|D0|R0"; got != want {
+		t.Fatalf("enter = %s; want %s", got, want)
+	}
+	m.log = nil
+	e.Run(context.Background())
+	if got, want := strings.Join(m.log, "|"), "D0|R1|W100|R0"; got != want {
+		t.Fatalf("run = %s; want %s", got, want)
+	}
+	pipe, _ := linktest.Pipe()
+	if _, err := Parse("esp32-classic", pipe, o); !errors.Is(err, ErrNoLines) {
+		t.Fatalf("Parse(esp32-classic) on a pipe = %v; want ErrNoLines", err)
+	}
+}
