@@ -14,6 +14,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/otagw/otagw/downstream"
+	"github.com/otagw/otagw/downstream/esp32"
 	"github.com/otagw/otagw/downstream/fanout"
 	"github.com/otagw/otagw/downstream/mcupkg"
 	_ "github.com/otagw/otagw/downstream/protocols" // the protocols --protocol names
@@ -71,13 +72,24 @@ func runMCUPackageCreate(args []string, stdout, stderr io.Writer) int {
 	address := fs.String("address", "", "load address of a raw .bin input (and the Go address)")
 	fs.Var(&hwRevs, "hw-rev", "hardware revision the image is for; repeat or comma-separate (default: any)")
 	out := fs.String("o", "", "output package file")
+	espChip := fs.String("chip", "", "ESP32 chip (esp32, esp32s3, esp32c3): an ESP32 package made of --region inputs")
+	var regions mcuList
+	fs.Var(&regions, "region", "ESP32: OFFSET=FILE, a raw image at its flash offset; repeat (bootloader, partition table, application)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: otagw mcu package create --key K --target FAMILY --product-id 0xNNN --version V [--address A] [--hw-rev R] INPUT -o FILE")
+		fmt.Fprintln(stderr, "       otagw mcu package create --key K --chip esp32|esp32s3|esp32c3 [--version V] --region 0x1000=bootloader.bin --region 0x8000=partitions.bin --region 0x10000=app.bin -o FILE")
 		fs.PrintDefaults()
 	}
 	ops, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
+	}
+	if *espChip != "" {
+		if len(ops) != 0 || *out == "" || len(keys) == 0 || len(regions) == 0 || *pid != "" {
+			fs.Usage()
+			return 2
+		}
+		return createESP32Package(*espChip, *version, regions, hwRevs, keys, *out, stdout, stderr)
 	}
 	if len(ops) != 1 || *out == "" || len(keys) == 0 || *target == "" || *pid == "" || *version == "" {
 		fs.Usage()
@@ -178,7 +190,9 @@ func runMCUPackageInfo(args []string, stdout, stderr io.Writer) int {
 	for _, s := range p.Signatures {
 		info.Signatures = append(info.Signatures, s.KeyID)
 	}
-	if c, ok := chips.Lookup(p.Manifest.Target.ProductID); ok {
+	if c, ok := esp32.LookupChip(p.Manifest.Target.Chip); ok {
+		info.Chip = c.Display
+	} else if c, ok := chips.Lookup(p.Manifest.Target.ProductID); ok && p.Manifest.Target.Chip == "" {
 		info.Chip = c.Name
 	}
 	rc := 0
@@ -200,7 +214,11 @@ func runMCUPackageInfo(args []string, stdout, stderr io.Writer) int {
 		mcuJSON(stdout, info)
 	} else {
 		m := p.Manifest
-		fmt.Fprintf(stdout, "file:        %s\ntarget:      %s product 0x%03x %s\n", ops[0], m.Target.Family, m.Target.ProductID, info.Chip)
+		if m.Target.Chip != "" {
+			fmt.Fprintf(stdout, "file:        %s\ntarget:      %s chip %s (%s)\n", ops[0], m.Target.Family, m.Target.Chip, info.Chip)
+		} else {
+			fmt.Fprintf(stdout, "file:        %s\ntarget:      %s product 0x%03x %s\n", ops[0], m.Target.Family, m.Target.ProductID, info.Chip)
+		}
 		if len(m.Target.HWRevs) > 0 {
 			fmt.Fprintf(stdout, "hw revs:     %s\n", strings.Join(m.Target.HWRevs, ", "))
 		}
@@ -241,7 +259,9 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := flag.NewFlagSet("otagw mcu flash", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	port := fs.String("port", "", "serial device, e.g. /dev/ttyUSB0")
-	protocol := fs.String("protocol", downstream.ProtocolSTM32, "bootloader protocol: stm32-rom or esp32-rom (stm32-uart: deprecated name of stm32-rom)")
+	protocol := fs.String("protocol", "", "bootloader protocol: stm32-rom or esp32-rom (default: the package's; stm32-uart: deprecated name of stm32-rom)")
+	espBaud := fs.Int("esp-baud", 0, "ESP32: switch to this baud rate with CHANGE_BAUDRATE after sync")
+	noCompress := fs.Bool("no-compress", false, "ESP32: send FLASH_DATA instead of compressed FLASH_DEFL_DATA")
 	keyring := fs.String("keyring", "", "directory of trusted public keys")
 	baud := fs.Int("baud", 115200, "baud rate")
 	parity := fs.String("parity", "", "parity: even, none (pseudo-terminals) or odd; default: the protocol's (even for STM32, none for ESP32)")
@@ -275,6 +295,13 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 	o.Attempts = 3
 	o.STM32.MassErase, o.STM32.Verify = *massErase, *verify
 	o.STM32.WriteUnprotect, o.STM32.ReadoutUnprotect = *unprotect, *unprotect
+	o.ESP32.Baud, o.ESP32.Compress = *espBaud, !*noCompress
+	if *protocol == "" {
+		*protocol = downstream.ProtocolSTM32
+		if m.Target.Chip != "" {
+			*protocol = downstream.ProtocolESP32
+		}
+	}
 	if *protocol == downstream.ProtocolSTM32UART {
 		fmt.Fprintf(stderr, "otagw mcu flash: --protocol %s is deprecated, say %s\n", downstream.ProtocolSTM32UART, downstream.ProtocolSTM32)
 		*protocol = downstream.ProtocolSTM32
