@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -206,10 +207,67 @@ func (e *Engine) Targets(pkg *mcupkg.Package, names []string) ([]downstream.Devi
 // and returns one Result per device in configuration order. onEvent (may be
 // nil) is called from the bus workers, one call at a time.
 func (e *Engine) Run(ctx context.Context, pkg *mcupkg.Package, names []string, onEvent func(Event)) ([]Result, error) {
-	devs, err := e.Targets(pkg, names)
-	if err != nil {
-		return nil, err
+	return e.RunMany(ctx, []*mcupkg.Package{pkg}, names, onEvent)
+}
+
+// RunMany updates a mixed fleet from several packages in one run (an STM32
+// and an ESP32 package, say): each device gets the first package that
+// targets it, and all buses run in parallel. Without names, every device
+// some package targets; a named device no package targets is refused with
+// the first package.
+func (e *Engine) RunMany(ctx context.Context, pkgs []*mcupkg.Package, names []string, onEvent func(Event)) ([]Result, error) {
+	if len(pkgs) == 0 {
+		return nil, errors.New("fanout: no package")
 	}
+	var devs []downstream.Device
+	var dpkg []*mcupkg.Package
+	seen := map[string]bool{}
+	for _, pkg := range pkgs {
+		ds, err := e.Targets(pkg, names)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			if seen[d.Name] {
+				continue
+			}
+			if len(names) > 0 && len(pkgs) > 1 { // a named device takes the package that targets it
+				p, err := downstream.Lookup(e.o.ProtocolOf(d))
+				if err != nil || !p.Targets(d, &pkg.Manifest) {
+					continue
+				}
+			}
+			seen[d.Name] = true
+			devs, dpkg = append(devs, d), append(dpkg, pkg)
+		}
+	}
+	for _, n := range names { // named, but no package targets it: refused with the first
+		if !seen[n] {
+			seen[n] = true
+			for _, d := range e.o.Devices {
+				if d.Name == n {
+					devs, dpkg = append(devs, d), append(dpkg, pkgs[0])
+				}
+			}
+		}
+	}
+	// configuration order
+	order := map[string]int{}
+	for i, d := range e.o.Devices {
+		order[d.Name] = i
+	}
+	idx := make([]int, len(devs))
+	for i := range idx {
+		idx[i] = i
+	}
+	if len(pkgs) > 1 { // one package keeps Targets' order (the names as given)
+		sort.SliceStable(idx, func(a, b int) bool { return order[devs[idx[a]].Name] < order[devs[idx[b]].Name] })
+	}
+	sd, sp := make([]downstream.Device, len(devs)), make([]*mcupkg.Package, len(devs))
+	for i, j := range idx {
+		sd[i], sp[i] = devs[j], dpkg[j]
+	}
+	devs, dpkg = sd, sp
 	var emu sync.Mutex
 	emit := func(ev Event) {
 		if onEvent == nil {
@@ -223,29 +281,29 @@ func (e *Engine) Run(ctx context.Context, pkg *mcupkg.Package, names []string, o
 		onEvent(ev)
 	}
 	byBus := map[string][]int{}
-	var order []string
+	var busOrder []string
 	for i, d := range devs {
 		if _, ok := byBus[d.Bus]; !ok {
-			order = append(order, d.Bus)
+			busOrder = append(busOrder, d.Bus)
 		}
 		byBus[d.Bus] = append(byBus[d.Bus], i)
 	}
 	results := make([]Result, len(devs))
 	var wg sync.WaitGroup
-	for _, bn := range order {
+	for _, bn := range busOrder {
 		bus, _ := e.o.BusByName(bn)
 		idx := byBus[bn]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.runBus(ctx, bus, pkg, devs, idx, results, emit)
+			e.runBus(ctx, bus, dpkg, devs, idx, results, emit)
 		}()
 	}
 	wg.Wait()
 	return results, nil
 }
 
-func (e *Engine) runBus(ctx context.Context, bus downstream.Bus, pkg *mcupkg.Package, devs []downstream.Device, idx []int, results []Result, emit func(Event)) {
+func (e *Engine) runBus(ctx context.Context, bus downstream.Bus, pkgs []*mcupkg.Package, devs []downstream.Device, idx []int, results []Result, emit func(Event)) {
 	var l link.Link
 	var openErr error
 	opened := false
@@ -265,7 +323,7 @@ func (e *Engine) runBus(ctx context.Context, bus downstream.Bus, pkg *mcupkg.Pac
 		return l, openErr
 	}
 	for _, i := range idx {
-		w := &worker{e: e, bus: bus, dev: devs[i], pkg: pkg, emit: emit}
+		w := &worker{e: e, bus: bus, dev: devs[i], pkg: pkgs[i], emit: emit}
 		results[i] = w.run(ctx, open)
 	}
 	if c, ok := l.(io.Closer); ok {
