@@ -262,6 +262,7 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 	protocol := fs.String("protocol", "", "bootloader protocol: stm32-rom or esp32-rom (default: the package's; stm32-uart: deprecated name of stm32-rom)")
 	espBaud := fs.Int("esp-baud", 0, "ESP32: switch to this baud rate with CHANGE_BAUDRATE after sync")
 	noCompress := fs.Bool("no-compress", false, "ESP32: send FLASH_DATA instead of compressed FLASH_DEFL_DATA")
+	espBlock := fs.Int("esp-block-size", 0, "ESP32: data block size in bytes (default 1024, as esptool.py uses with the ROM; at most 16384)")
 	keyring := fs.String("keyring", "", "directory of trusted public keys")
 	baud := fs.Int("baud", 115200, "baud rate")
 	parity := fs.String("parity", "", "parity: even, none (pseudo-terminals) or odd; default: the protocol's (even for STM32, none for ESP32)")
@@ -296,6 +297,9 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 	o.STM32.MassErase, o.STM32.Verify = *massErase, *verify
 	o.STM32.WriteUnprotect, o.STM32.ReadoutUnprotect = *unprotect, *unprotect
 	o.ESP32.Baud, o.ESP32.Compress = *espBaud, !*noCompress
+	if *espBlock > 0 {
+		o.ESP32.BlockSize = *espBlock
+	}
 	if *protocol == "" {
 		*protocol = downstream.ProtocolSTM32
 		if m.Target.Chip != "" {
