@@ -5,9 +5,13 @@
 # (FLASH_DEFL_*) and plain (FLASH_DATA). Prints a markdown table;
 # docs/benchmarks-esp32.md records a run.
 #
-#   scripts/bench-esp32.sh            # needs go
+# esptool-js 0.7.0 (npm, its default stub path, 16 KiB compressed blocks)
+# flashes the same images into the same simulator in the same run.
+#
+#   scripts/bench-esp32.sh            # needs go, node, tests/esptooljs (scripts/test-deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ -e tests/esptooljs/node_modules/esptool-js/package.json ] || { echo "bench-esp32: esptool-js missing (scripts/test-deps.sh installs it)" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 go build -o "$work/otagw" ./cmd/otagw
@@ -31,7 +35,12 @@ run() {
 	local pty; pty=$(cat "$work/$name.path")
 	local t0 t1
 	t0=$(date +%s.%N)
-	"$otagw" mcu flash --port "$pty" --keyring "$work/keys" "$@" "$work/$img.mcu" >"$work/$name.out" 2>&1 ||
+	if [ "${1:-}" = esptool-js ]; then
+		set -- node tests/esptooljs/flash.mjs "$pty" "$work/$img.bin" 0x10000 -
+	else
+		set -- "$otagw" mcu flash --port "$pty" --keyring "$work/keys" "$@" "$work/$img.mcu"
+	fi
+	"$@" >"$work/$name.out" 2>&1 ||
 		{ echo "bench-esp32: $name failed:" >&2; cat "$work/$name.out" >&2; exit 1; }
 	t1=$(date +%s.%N)
 	kill -TERM $pid; wait $pid || true
@@ -48,6 +57,8 @@ results=$(
 	run otagw-plain-random random --no-compress
 	run otagw-deflate-text-16k text --esp-block-size 16384
 	run otagw-deflate-random-16k random --esp-block-size 16384
+	run esptool-js-text text esptool-js
+	run esptool-js-random random esptool-js
 )
 echo "image: $size bytes at 0x10000 (text: half random, half repeated text; random: all random); ESP32 ROM, 1 KiB blocks"
 echo "whole session counted: SYNC, detection, SPI attach, MD5 before and after, FLASH_END"

@@ -2,7 +2,7 @@
 // esp32), through a small stand-in for the Web Serial port object:
 //   node flash.mjs PORT IMAGE ADDRESS READBACK [BAUD]
 // writes IMAGE at ADDRESS (stub, compressed, MD5-checked by esptool-js),
-// reads it back into READBACK. Exit 0 only if every step succeeded.
+// reads it back into READBACK ("-": no read-back, for benchmarks). Exit 0 only if every step succeeded.
 import crypto from "node:crypto";
 import fs from "node:fs";
 import tty from "node:tty";
@@ -61,9 +61,11 @@ try {
     calculateMD5Hash: (image) => crypto.createHash("md5").update(image).digest("hex"),
   });
   console.error("esptool-js: written and MD5-verified");
-  const back = await loader.readFlash(addr, img.length);
-  fs.writeFileSync(readbackPath, back);
-  console.error("esptool-js: read back " + back.length + " bytes");
+  if (readbackPath !== "-") {
+    const back = await loader.readFlash(addr, img.length);
+    fs.writeFileSync(readbackPath, back);
+    console.error("esptool-js: read back " + back.length + " bytes");
+  }
   await transport.disconnect();
   process.exit(0);
 } catch (e) {
