@@ -291,8 +291,9 @@ func (c *Client) ChangeBaud(ctx context.Context, baud link.Baud) error {
 		return err
 	}
 	c.baud = baud
-	time.Sleep(50 * time.Millisecond)
-	c.drain(ctx, 10*time.Millisecond)
+	// esptool waits 50 ms for the ROM to switch; the drain waits as long
+	// for the line to be quiet, honouring ctx
+	c.drain(ctx, 50*time.Millisecond)
 	return nil
 }
 
