@@ -46,7 +46,7 @@ type Bus struct {
 	// (even for STM32, none for ESP32).
 	Parity string `yaml:"parity" json:"parity"`
 	// Reset is the default strategy for the bus's devices: manual, dtr-rts,
-	// esp32-classic or gpio:CHIP:BOOT0LINE:NRSTLINE.
+	// esp32-classic, gpio:CHIP:BOOT0LINE:NRSTLINE or gpio-esp32:CHIP:STRAPLINE:ENLINE.
 	Reset string `yaml:"reset" json:"reset"`
 }
 

@@ -190,8 +190,8 @@ func (e ESP32Classic) Run(ctx context.Context) error {
 
 // Parse builds a strategy from "manual", "dtr-rts", "esp32-classic" or
 // "gpio:CHIP:BOOT0LINE:NRSTLINE" (CHIP as "gpiochip0", "0" or a path).
-// For an ESP32 on GPIO lines the BOOT0 line drives the strap through an
-// inverter (high = download mode), as STM32 boards drive BOOT0.
+// "gpio-esp32:CHIP:STRAPLINE:ENLINE" drives an ESP32's strap (GPIO0/GPIO9)
+// low for the ROM and EN low to reset.
 func Parse(spec string, l link.Link, o Options) (Strategy, error) {
 	switch {
 	case spec == "" || spec == "manual":
@@ -214,8 +214,14 @@ func Parse(spec string, l link.Link, o Options) (Strategy, error) {
 			return nil, err
 		}
 		return &GPIO{Chip: chip, Boot0: boot0, NRST: nrst, O: o}, nil
+	case strings.HasPrefix(spec, "gpio-esp32:"):
+		chip, strap, en, err := ParseGPIO("gpio:" + strings.TrimPrefix(spec, "gpio-esp32:"))
+		if err != nil {
+			return nil, fmt.Errorf("reset %q: want gpio-esp32:CHIP:STRAPLINE:ENLINE", spec)
+		}
+		return &GPIO{Chip: chip, Boot0: strap, NRST: en, O: o, StrapLow: true}, nil
 	}
-	return nil, fmt.Errorf("reset %q: want manual, dtr-rts, esp32-classic or gpio:CHIP:BOOT0LINE:NRSTLINE", spec)
+	return nil, fmt.Errorf("reset %q: want manual, dtr-rts, esp32-classic, gpio:CHIP:BOOT0LINE:NRSTLINE or gpio-esp32:CHIP:STRAPLINE:ENLINE", spec)
 }
 
 // ParseGPIO splits "gpio:CHIP:BOOT0LINE:NRSTLINE".

@@ -134,3 +134,25 @@ func TestESP32Classic(t *testing.T) {
 		t.Fatalf("Parse(esp32-classic) on a pipe = %v; want ErrNoLines", err)
 	}
 }
+
+// TestGPIOESP32: the strap is driven low for the ROM, high for the app.
+func TestGPIOESP32(t *testing.T) {
+	s, err := Parse("gpio-esp32:gpiochip1:4:5", nil, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := s.(*GPIO)
+	if g.Chip != "/dev/gpiochip1" || g.Boot0 != 4 || g.NRST != 5 || !g.StrapLow {
+		t.Fatalf("Parse = %+v", g)
+	}
+	f := &fakeGPIO{}
+	var log []string
+	noSleep(&g.O, &log)
+	g.sys = f
+	g.EnterBootloader(context.Background())
+	g.Run(context.Background())
+	// strap low (bit0 clear) with EN pulsed low, then strap high with EN pulsed
+	if want := []uint64{0b10, 0b00, 0b10, 0b11, 0b01, 0b11}; fmt.Sprint(f.sets) != fmt.Sprint(want) {
+		t.Fatalf("levels = %b, want %b", f.sets, want)
+	}
+}
