@@ -16,31 +16,60 @@ import (
 	"time"
 
 	"github.com/otagw/otagw/downstream/reset"
-	"github.com/otagw/otagw/downstream/stm32"
 )
 
-// ProtocolSTM32UART is the STM32 ROM bootloader over USART (AN3155).
+// ProtocolSTM32UART is the old bus-level form `protocol: stm32-uart`:
+// transport uart, devices speaking ProtocolSTM32. Deprecated: write
+// `transport: uart` on the bus and `protocol: stm32-rom` on the device.
 const ProtocolSTM32UART = "stm32-uart"
+
+// Device protocol names of the built-in protocols.
+const (
+	ProtocolSTM32 = "stm32-rom" // STM32 system bootloader over USART (AN3155)
+	ProtocolESP32 = "esp32-rom" // Espressif ROM serial protocol
+)
+
+// Transports a bus can be.
+const (
+	TransportUART = "uart"
+)
 
 // Bus is one physical connection (a UART) with its line settings.
 type Bus struct {
-	Name     string `yaml:"name" json:"name"`
-	Protocol string `yaml:"protocol" json:"protocol"` // stm32-uart
-	Port     string `yaml:"port" json:"port"`         // /dev/ttyS1
-	Baud     int    `yaml:"baud" json:"baud"`         // default 115200
-	Parity   string `yaml:"parity" json:"parity"`     // even (default), none, odd
+	Name      string `yaml:"name" json:"name"`
+	Transport string `yaml:"transport" json:"transport,omitempty"` // uart (default)
+	// Protocol is the deprecated bus-level protocol; only stm32-uart.
+	Protocol string `yaml:"protocol" json:"protocol,omitempty"`
+	Port     string `yaml:"port" json:"port"` // /dev/ttyS1
+	Baud     int    `yaml:"baud" json:"baud"` // default 115200
+	// Parity is even, none or odd; empty: what the devices' protocol wants
+	// (even for STM32, none for ESP32).
+	Parity string `yaml:"parity" json:"parity"`
 	// Reset is the default strategy for the bus's devices: manual, dtr-rts,
-	// or gpio:CHIP:BOOT0LINE:NRSTLINE.
+	// esp32-classic, gpio:CHIP:BOOT0LINE:NRSTLINE or gpio-esp32:CHIP:STRAPLINE:ENLINE.
 	Reset string `yaml:"reset" json:"reset"`
+}
+
+// TransportName is the bus's transport, with the defaults applied.
+func (b Bus) TransportName() string {
+	if b.Transport == "" {
+		return TransportUART
+	}
+	return b.Transport
 }
 
 // Device is one MCU.
 type Device struct {
-	Name      string `yaml:"name" json:"name"`
-	Bus       string `yaml:"bus" json:"bus"`
-	Family    string `yaml:"family" json:"family"`         // e.g. F1; must match the package
-	ProductID uint16 `yaml:"product_id" json:"product_id"` // e.g. 0x410; must match the package and the part
-	HWRev     string `yaml:"hw_rev" json:"hw_rev,omitempty"`
+	Name string `yaml:"name" json:"name"`
+	Bus  string `yaml:"bus" json:"bus"`
+	// Protocol is the bootloader protocol (stm32-rom, esp32-rom); empty:
+	// stm32-rom.
+	Protocol  string `yaml:"protocol" json:"protocol,omitempty"`
+	Family    string `yaml:"family" json:"family,omitempty"`         // STM32: e.g. F1; must match the package
+	ProductID uint16 `yaml:"product_id" json:"product_id,omitempty"` // STM32: e.g. 0x410; must match the package and the part
+	// Chip is the ESP32 chip name (esp32, esp32s3, esp32c3).
+	Chip  string `yaml:"chip" json:"chip,omitempty"`
+	HWRev string `yaml:"hw_rev" json:"hw_rev,omitempty"`
 	// VersionHeader is the flash address of an MCUboot image header to read
 	// the running version from (0 = none: use the last recorded version).
 	VersionHeader uint32 `yaml:"version_header" json:"version_header,omitempty"`
@@ -67,7 +96,8 @@ type Options struct {
 	MaxBackoff time.Duration `yaml:"max_backoff"`
 	// PreconditionTimeout bounds a precondition hook.
 	PreconditionTimeout time.Duration `yaml:"precondition_timeout"`
-	STM32               stm32.Options `yaml:"stm32"`
+	STM32               STM32Options  `yaml:"stm32"`
+	ESP32               ESP32Options  `yaml:"esp32"`
 	Reset               reset.Options `yaml:"reset_timing"`
 }
 
@@ -78,7 +108,8 @@ func DefaultOptions() Options {
 		Backoff:             2 * time.Second,
 		MaxBackoff:          time.Minute,
 		PreconditionTimeout: 30 * time.Second,
-		STM32:               stm32.DefaultOptions(),
+		STM32:               DefaultSTM32Options(),
+		ESP32:               DefaultESP32Options(),
 		Reset:               reset.DefaultOptions(),
 	}
 }
@@ -95,8 +126,11 @@ func (o Options) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.name: bus %q defined twice", at, b.Name))
 		}
 		buses[b.Name] = true
-		if b.Protocol != ProtocolSTM32UART {
-			errs = append(errs, fmt.Errorf("%s.protocol: %q: supported: %s", at, b.Protocol, ProtocolSTM32UART))
+		if b.Protocol != "" && b.Protocol != ProtocolSTM32UART {
+			errs = append(errs, fmt.Errorf("%s.protocol: %q: protocols are set per device now (protocol: %s); the bus takes transport: %s", at, b.Protocol, ProtocolSTM32, TransportUART))
+		}
+		if t := b.TransportName(); t != TransportUART {
+			errs = append(errs, fmt.Errorf("%s.transport: %q: supported: %s", at, t, TransportUART))
 		}
 		if b.Port == "" {
 			errs = append(errs, fmt.Errorf("%s.port: empty", at))
@@ -125,11 +159,16 @@ func (o Options) Validate() error {
 		if !buses[d.Bus] {
 			errs = append(errs, fmt.Errorf("%s.bus: no bus named %q", at, d.Bus))
 		}
-		if d.ProductID == 0 || d.ProductID > 0xFFF {
-			errs = append(errs, fmt.Errorf("%s.product_id: 0x%x is not a 12-bit STM32 product ID", at, d.ProductID))
-		}
-		if d.Family == "" {
-			errs = append(errs, fmt.Errorf("%s.family: empty", at))
+		if p, err := Lookup(o.ProtocolOf(d)); err != nil {
+			errs = append(errs, fmt.Errorf("%s.protocol: %w", at, err))
+		} else if err := p.ValidateDevice(d); err != nil {
+			list := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				list = j.Unwrap()
+			}
+			for _, e := range list { // each names its field: "product_id: ..."
+				errs = append(errs, fmt.Errorf("%s.%w", at, e))
+			}
 		}
 		if d.Reset != "" {
 			if _, err := reset.Parse(d.Reset, nil, o.Reset); err != nil && !errors.Is(err, reset.ErrNoLines) {
@@ -146,6 +185,9 @@ func (o Options) Validate() error {
 	if err := o.STM32.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("downstream.stm32: %w", err))
 	}
+	if err := o.ESP32.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("downstream.esp32: %w", err))
+	}
 	return errors.Join(errs...)
 }
 
@@ -157,4 +199,24 @@ func (o Options) BusByName(name string) (Bus, bool) {
 		}
 	}
 	return Bus{}, false
+}
+
+// ProtocolOf is the device's protocol name: its own, or stm32-rom (what
+// the bus's deprecated stm32-uart means, and the default).
+func (o Options) ProtocolOf(d Device) string {
+	if d.Protocol != "" {
+		return d.Protocol
+	}
+	return ProtocolSTM32 // the bus's deprecated stm32-uart, or nothing said
+}
+
+// Warnings lists deprecated settings in use, one line each.
+func (o Options) Warnings() []string {
+	var w []string
+	for i, b := range o.Buses {
+		if b.Protocol == ProtocolSTM32UART {
+			w = append(w, fmt.Sprintf("downstream.buses[%d].protocol: %s is deprecated: write transport: %s on the bus and protocol: %s on its devices", i, ProtocolSTM32UART, TransportUART, ProtocolSTM32))
+		}
+	}
+	return w
 }

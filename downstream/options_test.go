@@ -1,4 +1,4 @@
-package downstream
+package downstream_test
 
 import (
 	"strings"
@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/otagw/otagw/downstream"
+	_ "github.com/otagw/otagw/downstream/protocols" // stm32-rom
 )
 
 const sample = `
@@ -32,7 +35,7 @@ stm32:
 `
 
 func TestOptionsYAML(t *testing.T) {
-	o := DefaultOptions()
+	o := downstream.DefaultOptions()
 	dec := yaml.NewDecoder(strings.NewReader(sample))
 	dec.KnownFields(true)
 	if err := dec.Decode(&o); err != nil {

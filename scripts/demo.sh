@@ -48,15 +48,18 @@ BOOT_A_LEFT=3
 BOOT_B_LEFT=3
 ENV
 
-say "two simulated STM32 microcontrollers on pseudo-terminals (their ROM bootloaders), one with a noisy line"
+say "two simulated STM32 microcontrollers and an ESP32-S3 on pseudo-terminals (their ROM bootloaders), one STM32 with a noisy line"
 "$OTAGW" sim stm32 --chip 0x410 >"$D/run/mcu1.tty" 2>/dev/null &
 echo $! >"$D/run/mcu1.pid"
 "$OTAGW" sim stm32 --chip 0x413 --fault nack=0.01 --seed 3 >"$D/run/mcu2.tty" 2>/dev/null &
 echo $! >"$D/run/mcu2.pid"
-i=0; while [ ! -s "$D/run/mcu1.tty" ] || [ ! -s "$D/run/mcu2.tty" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
+"$OTAGW" sim esp32 --chip esp32s3 >"$D/run/mcu3.tty" 2>/dev/null &
+echo $! >"$D/run/mcu3.pid"
+i=0; while [ ! -s "$D/run/mcu1.tty" ] || [ ! -s "$D/run/mcu2.tty" ] || [ ! -s "$D/run/mcu3.tty" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
 TTY1=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu1.tty" | head -1)
 TTY2=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu2.tty" | head -1)
-echo "STM32F103 (0x410) on $TTY1, STM32F407 (0x413) on $TTY2" >&2
+TTY3=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu3.tty" | head -1)
+echo "STM32F103 (0x410) on $TTY1, STM32F407 (0x413) on $TTY2, ESP32-S3 on $TTY3" >&2
 
 cat >"$D/otagw.yaml" <<YAML
 # Demo config: everything lives under ./demo.
@@ -96,13 +99,16 @@ maintenance:
     - {name: nightly, start: "0 2 * * *", duration: 2h}
 downstream:
   buses:
-    # Pseudo-terminals drop parity: the simulated lines run 8N1.
-    - {name: uart1, protocol: stm32-uart, port: $TTY1, parity: none, reset: manual}
-    - {name: uart2, protocol: stm32-uart, port: $TTY2, parity: none, reset: manual}
+    # Pseudo-terminals drop parity: the simulated STM32 lines run 8N1.
+    - {name: uart1, transport: uart, port: $TTY1, parity: none, reset: manual}
+    - {name: uart2, transport: uart, port: $TTY2, parity: none, reset: manual}
+    - {name: uart3, transport: uart, port: $TTY3, reset: manual}
   devices:
-    - {name: motor-ctl, bus: uart1, family: F1, product_id: 0x410}
-    - {name: sensor-hub, bus: uart2, family: F4, product_id: 0x413}
+    - {name: motor-ctl, bus: uart1, protocol: stm32-rom, family: F1, product_id: 0x410}
+    - {name: sensor-hub, bus: uart2, protocol: stm32-rom, family: F4, product_id: 0x413}
+    - {name: radio, bus: uart3, protocol: esp32-rom, chip: esp32s3}
   backoff: 100ms
+  esp32: {baud: 921600}
 YAML
 run "$OTAGW" config validate "$D/otagw.yaml" >&2
 run "$OTAGW" keygen --out "$D/keys" >&2
@@ -140,7 +146,7 @@ stop_daemon() {
 }
 cleanup() {
 	stop_daemon
-	for f in server mcu1 mcu2; do kill "$(cat "$D/run/$f.pid")" 2>/dev/null || true; done
+	for f in server mcu1 mcu2 mcu3; do kill "$(cat "$D/run/$f.pid")" 2>/dev/null || true; done
 }
 trap 'cleanup; exit 0' INT TERM
 
@@ -184,10 +190,14 @@ run "$OTAGW" mcu package create --key "$D/keys/signing.key" --target F1 --produc
 	--address 0x08000000 "$D/images/motor-ctl.bin" -o "$D/www/motor-ctl-1.4.0.otagwpkg" >&2
 run "$OTAGW" mcu package create --key "$D/keys/signing.key" --target F4 --product-id 0x413 --version 2.0.1 \
 	--address 0x08000000 "$D/images/sensor-hub.bin" -o "$D/www/sensor-hub-2.0.1.otagwpkg" >&2
-run "$OTAGW" mcu flash --all "$D/www/motor-ctl-1.4.0.otagwpkg"
+head -c 64K /dev/urandom >"$D/images/radio.bin"
+yes "radio firmware text" | head -c 64K >>"$D/images/radio.bin"
+run "$OTAGW" mcu package create --key "$D/keys/signing.key" --chip esp32s3 --version 3.1.0 \
+	--region 0x10000="$D/images/radio.bin" -o "$D/www/radio-3.1.0.otagwpkg" >&2
+run "$OTAGW" mcu flash --all "$D/www/motor-ctl-1.4.0.otagwpkg" "$D/www/radio-3.1.0.otagwpkg"
 run "$OTAGW" mcu flash sensor-hub "$D/www/sensor-hub-2.0.1.otagwpkg"
-say "again: the devices are current, nothing is flashed"
-run "$OTAGW" mcu flash --all "$D/www/motor-ctl-1.4.0.otagwpkg"
+say "again: the devices are current, nothing is flashed (the ESP32's flash MD5 matches)"
+run "$OTAGW" mcu flash --all "$D/www/motor-ctl-1.4.0.otagwpkg" "$D/www/radio-3.1.0.otagwpkg"
 run "$OTAGW" mcu list
 
 if [ "${DEMO_STAY:-}" = 0 ] || [ ! -t 0 ]; then

@@ -20,7 +20,18 @@ time:/usr/bin/time
 debootstrap:/usr/sbin/debootstrap
 systemd-container:/usr/bin/systemd-nspawn
 lintian:/usr/bin/lintian
+nodejs:/usr/bin/node
+npm:/usr/bin/npm
 "
+
+# esptool-js (npm) for the third-party check of the ESP32 simulator
+# (tests/esptooljs_test.go), pinned in tests/esptooljs/package.json.
+esptooljs() {
+	d="$(dirname "$0")/../tests/esptooljs"
+	[ -e "$d/node_modules/esptool-js/package.json" ] && return 0
+	echo "test-deps: npm install esptool-js into $d" >&2
+	(cd "$d" && npm install --no-audit --no-fund --loglevel=error >&2)
+}
 
 missing=""
 for n in $NEEDS; do
@@ -30,6 +41,7 @@ for n in $NEEDS; do
 done
 
 if [ -z "$missing" ]; then
+	esptooljs
 	exit 0
 fi
 
@@ -42,3 +54,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >&2
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+esptooljs

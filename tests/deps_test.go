@@ -61,6 +61,27 @@ func violations(pkg string, deps []string) []string {
 			out = append(out, pkg+" imports "+dep+" ("+from+" -> "+to+")")
 		}
 	}
+	return append(out, seamViolations(pkg, deps)...)
+}
+
+// protocolPkgs are the protocol clients and their simulators: the seam
+// inside downstream (ARCHITECTURE.md) keeps them out of the fan-out engine
+// and the root package, which reach them only through downstream.Lookup.
+var protocolPkgs = []string{"downstream/stm32", "downstream/esp32", "downstream/stm32sim", "downstream/esp32sim"}
+
+// seamViolations: downstream (root) and downstream/fanout know no protocol.
+func seamViolations(pkg string, deps []string) []string {
+	if pkg != module+"/downstream" && pkg != module+"/downstream/fanout" {
+		return nil
+	}
+	var out []string
+	for _, dep := range deps {
+		for _, p := range protocolPkgs {
+			if dep == module+"/"+p || strings.HasPrefix(dep, module+"/"+p+"/") {
+				out = append(out, pkg+" imports "+dep+" (the engine knows protocols only by name)")
+			}
+		}
+	}
 	return out
 }
 
@@ -93,12 +114,14 @@ func TestDependencyDirection(t *testing.T) {
 func TestDependencyRulesCatchViolations(t *testing.T) {
 	t.Parallel()
 	bad := map[string]string{
-		module + "/rootfs":           module + "/abboot/ubootenv",
-		module + "/downstream/stm32": module + "/internal/daemon",
-		module + "/watchdog":         module + "/internal/config",
-		module + "/internal/sign":    module + "/rootfs",
-		module + "/abboot":           module + "/cmd/otagw",
-		module + "/internal/config":  module + "/internal/daemon",
+		module + "/rootfs":            module + "/abboot/ubootenv",
+		module + "/downstream/stm32":  module + "/internal/daemon",
+		module + "/watchdog":          module + "/internal/config",
+		module + "/internal/sign":     module + "/rootfs",
+		module + "/abboot":            module + "/cmd/otagw",
+		module + "/internal/config":   module + "/internal/daemon",
+		module + "/downstream/fanout": module + "/downstream/stm32",
+		module + "/downstream":        module + "/downstream/esp32",
 	}
 	for from, to := range bad {
 		if len(violations(from, []string{to})) == 0 {
@@ -106,11 +129,13 @@ func TestDependencyRulesCatchViolations(t *testing.T) {
 		}
 	}
 	good := map[string]string{
-		module + "/rootfs":          module + "/internal/sign",
-		module + "/internal/daemon": module + "/rootfs",
-		module + "/internal/config": module + "/abboot",
-		module + "/cmd/otagw":       module + "/internal/daemon",
-		module + "/abboot":          module + "/abboot/ubootenv",
+		module + "/rootfs":               module + "/internal/sign",
+		module + "/internal/daemon":      module + "/rootfs",
+		module + "/internal/config":      module + "/abboot",
+		module + "/cmd/otagw":            module + "/internal/daemon",
+		module + "/abboot":               module + "/abboot/ubootenv",
+		module + "/downstream/protocols": module + "/downstream/stm32",
+		module + "/downstream/fanout":    module + "/downstream/link",
 	}
 	for from, to := range good {
 		if v := violations(from, []string{to}); len(v) != 0 {

@@ -14,8 +14,10 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/otagw/otagw/downstream"
+	"github.com/otagw/otagw/downstream/esp32"
 	"github.com/otagw/otagw/downstream/fanout"
 	"github.com/otagw/otagw/downstream/mcupkg"
+	_ "github.com/otagw/otagw/downstream/protocols" // the protocols --protocol names
 	"github.com/otagw/otagw/downstream/stm32/chips"
 	"github.com/otagw/otagw/internal/sign"
 )
@@ -70,13 +72,24 @@ func runMCUPackageCreate(args []string, stdout, stderr io.Writer) int {
 	address := fs.String("address", "", "load address of a raw .bin input (and the Go address)")
 	fs.Var(&hwRevs, "hw-rev", "hardware revision the image is for; repeat or comma-separate (default: any)")
 	out := fs.String("o", "", "output package file")
+	espChip := fs.String("chip", "", "ESP32 chip (esp32, esp32s3, esp32c3): an ESP32 package made of --region inputs")
+	var regions mcuList
+	fs.Var(&regions, "region", "ESP32: OFFSET=FILE, a raw image at its flash offset; repeat (bootloader, partition table, application)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: otagw mcu package create --key K --target FAMILY --product-id 0xNNN --version V [--address A] [--hw-rev R] INPUT -o FILE")
+		fmt.Fprintln(stderr, "       otagw mcu package create --key K --chip esp32|esp32s3|esp32c3 [--version V] --region 0x1000=bootloader.bin --region 0x8000=partitions.bin --region 0x10000=app.bin -o FILE")
 		fs.PrintDefaults()
 	}
 	ops, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
+	}
+	if *espChip != "" {
+		if len(ops) != 0 || *out == "" || len(keys) == 0 || len(regions) == 0 || *pid != "" {
+			fs.Usage()
+			return 2
+		}
+		return createESP32Package(*espChip, *version, regions, hwRevs, keys, *out, stdout, stderr)
 	}
 	if len(ops) != 1 || *out == "" || len(keys) == 0 || *target == "" || *pid == "" || *version == "" {
 		fs.Usage()
@@ -177,7 +190,9 @@ func runMCUPackageInfo(args []string, stdout, stderr io.Writer) int {
 	for _, s := range p.Signatures {
 		info.Signatures = append(info.Signatures, s.KeyID)
 	}
-	if c, ok := chips.Lookup(p.Manifest.Target.ProductID); ok {
+	if c, ok := esp32.LookupChip(p.Manifest.Target.Chip); ok {
+		info.Chip = c.Display
+	} else if c, ok := chips.Lookup(p.Manifest.Target.ProductID); ok && p.Manifest.Target.Chip == "" {
 		info.Chip = c.Name
 	}
 	rc := 0
@@ -199,7 +214,11 @@ func runMCUPackageInfo(args []string, stdout, stderr io.Writer) int {
 		mcuJSON(stdout, info)
 	} else {
 		m := p.Manifest
-		fmt.Fprintf(stdout, "file:        %s\ntarget:      %s product 0x%03x %s\n", ops[0], m.Target.Family, m.Target.ProductID, info.Chip)
+		if m.Target.Chip != "" {
+			fmt.Fprintf(stdout, "file:        %s\ntarget:      %s chip %s (%s)\n", ops[0], m.Target.Family, m.Target.Chip, info.Chip)
+		} else {
+			fmt.Fprintf(stdout, "file:        %s\ntarget:      %s product 0x%03x %s\n", ops[0], m.Target.Family, m.Target.ProductID, info.Chip)
+		}
 		if len(m.Target.HWRevs) > 0 {
 			fmt.Fprintf(stdout, "hw revs:     %s\n", strings.Join(m.Target.HWRevs, ", "))
 		}
@@ -240,10 +259,13 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := flag.NewFlagSet("otagw mcu flash", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	port := fs.String("port", "", "serial device, e.g. /dev/ttyUSB0")
-	protocol := fs.String("protocol", downstream.ProtocolSTM32UART, "bootloader protocol (stm32-uart)")
+	protocol := fs.String("protocol", "", "bootloader protocol: stm32-rom or esp32-rom (default: the package's; stm32-uart: deprecated name of stm32-rom)")
+	espBaud := fs.Int("esp-baud", 0, "ESP32: switch to this baud rate with CHANGE_BAUDRATE after sync")
+	noCompress := fs.Bool("no-compress", false, "ESP32: send FLASH_DATA instead of compressed FLASH_DEFL_DATA")
+	espBlock := fs.Int("esp-block-size", 0, "ESP32: data block size in bytes (default 1024, as esptool.py uses with the ROM; at most 16384)")
 	keyring := fs.String("keyring", "", "directory of trusted public keys")
 	baud := fs.Int("baud", 115200, "baud rate")
-	parity := fs.String("parity", "even", "parity: even (the ROM bootloader's 8E1) or none (pseudo-terminals)")
+	parity := fs.String("parity", "", "parity: even, none (pseudo-terminals) or odd; default: the protocol's (even for STM32, none for ESP32)")
 	rst := fs.String("reset", "manual", "how to enter the bootloader: manual, dtr-rts, gpio:CHIP:BOOT0LINE:NRSTLINE")
 	hdr := fs.String("version-header", "", "flash address of an MCUboot image header: skip the flash when the device already runs this version")
 	state := fs.String("state", "", "JSON file to record the result in (and read the minimum version from)")
@@ -256,7 +278,7 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 		return 2
 	}
 	if len(ops) != 1 || *port == "" || *keyring == "" {
-		fmt.Fprintln(stderr, "usage: otagw mcu flash --port DEV --protocol stm32-uart --keyring DIR [--baud N] [--parity even|none] [--reset manual|dtr-rts|gpio:CHIP:BOOT0:NRST] PACKAGE [--json]")
+		fmt.Fprintln(stderr, "usage: otagw mcu flash --port DEV --protocol stm32-rom|esp32-rom --keyring DIR [--baud N] [--parity even|none] [--reset manual|dtr-rts|gpio:CHIP:BOOT0:NRST] PACKAGE [--json]")
 		return 2
 	}
 	kr, err := sign.LoadKeyring(*keyring)
@@ -274,8 +296,22 @@ func runMCUFlashPort(ctx context.Context, args []string, stdout, stderr io.Write
 	o.Attempts = 3
 	o.STM32.MassErase, o.STM32.Verify = *massErase, *verify
 	o.STM32.WriteUnprotect, o.STM32.ReadoutUnprotect = *unprotect, *unprotect
-	o.Buses = []downstream.Bus{{Name: "cli", Protocol: *protocol, Port: *port, Baud: *baud, Parity: *parity, Reset: *rst}}
-	dev := downstream.Device{Name: *port, Bus: "cli", Family: m.Target.Family, ProductID: m.Target.ProductID}
+	o.ESP32.Baud, o.ESP32.Compress = *espBaud, !*noCompress
+	if *espBlock > 0 {
+		o.ESP32.BlockSize = *espBlock
+	}
+	if *protocol == "" {
+		*protocol = downstream.ProtocolSTM32
+		if m.Target.Chip != "" {
+			*protocol = downstream.ProtocolESP32
+		}
+	}
+	if *protocol == downstream.ProtocolSTM32UART {
+		fmt.Fprintf(stderr, "otagw mcu flash: --protocol %s is deprecated, say %s\n", downstream.ProtocolSTM32UART, downstream.ProtocolSTM32)
+		*protocol = downstream.ProtocolSTM32
+	}
+	o.Buses = []downstream.Bus{{Name: "cli", Transport: downstream.TransportUART, Port: *port, Baud: *baud, Parity: *parity, Reset: *rst}}
+	dev := downstream.Device{Name: *port, Bus: "cli", Protocol: *protocol, Family: m.Target.Family, ProductID: m.Target.ProductID, Chip: m.Target.Chip}
 	if len(m.Target.HWRevs) == 1 {
 		dev.HWRev = m.Target.HWRevs[0]
 	}

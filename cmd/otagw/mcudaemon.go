@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 
 	"github.com/otagw/otagw/downstream/fanout"
@@ -30,20 +31,31 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return 2
 	}
-	if len(ops) < 1 || (!*all && len(ops) < 2) || (*all && len(ops) != 1) {
-		fmt.Fprintln(stderr, "usage: otagw mcu flash (DEVICE... | --all) PACKAGE [--json]\n       otagw mcu flash --port DEV --protocol stm32-uart --keyring DIR PACKAGE   (standalone)")
+	if len(ops) < 1 || (!*all && len(ops) < 2) || (*all && len(ops) > 4) {
+		fmt.Fprintln(stderr, "usage: otagw mcu flash (DEVICE... PACKAGE | --all PACKAGE...) [--json]\n       otagw mcu flash --port DEV --protocol stm32-rom|esp32-rom --keyring DIR PACKAGE   (standalone)")
 		return 2
 	}
-	// Opened here, with the caller's credentials, and passed as a descriptor.
-	f, pkg, err := openPassed(ops[len(ops)-1])
-	if err != nil {
-		return clientError(stderr, "mcu flash", err)
+	// --all takes up to four packages (a mixed STM32/ESP32 fleet); each
+	// device gets the first that targets it.
+	pkgArgs, devices := ops[len(ops)-1:], ops[:len(ops)-1]
+	if *all {
+		pkgArgs, devices = ops, nil
 	}
-	defer f.Close()
-	req := api.MCUFlashRequest{Package: api.FDSource(pkg), All: *all, Devices: ops[:len(ops)-1], Now: *now}
+	// Opened here, with the caller's credentials, and passed as descriptors.
+	var files []*os.File
+	var srcs []string
+	for _, a := range pkgArgs {
+		f, pkg, err := openPassed(a)
+		if err != nil {
+			return clientError(stderr, "mcu flash", err)
+		}
+		defer f.Close()
+		files, srcs = append(files, f), append(srcs, api.FDSource(pkg))
+	}
+	req := api.MCUFlashRequest{Package: srcs[0], More: srcs[1:], All: *all, Devices: devices, Now: *now}
 	var results []fanout.Result
 	failed := false
-	err = api.NewClient(*sock).WithFile(f).Stream(ctx, "POST", "/v1/mcu/flash", req, func(raw json.RawMessage) error {
+	err = api.NewClient(*sock).WithFiles(files...).Stream(ctx, "POST", "/v1/mcu/flash", req, func(raw json.RawMessage) error {
 		if *asJSON {
 			fmt.Fprintln(stdout, string(raw))
 		}

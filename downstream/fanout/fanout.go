@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -30,8 +31,6 @@ import (
 	"github.com/otagw/otagw/downstream/link"
 	"github.com/otagw/otagw/downstream/mcupkg"
 	"github.com/otagw/otagw/downstream/reset"
-	"github.com/otagw/otagw/downstream/stm32"
-	"github.com/otagw/otagw/downstream/stm32/chips"
 	"github.com/otagw/otagw/downstream/uart"
 )
 
@@ -47,12 +46,13 @@ const (
 	Failed    State = "failed"
 )
 
-// Refusal reasons (wrapped in Result.Err).
+// Refusal reasons (wrapped in Result.Err). The target and chip refusals
+// come from the protocols, in the root package's words.
 var (
 	ErrUnverified   = errors.New("package signature not verified")
-	ErrWrongTarget  = errors.New("package is for another target")
-	ErrWrongProduct = errors.New("device reports another product ID")
-	ErrUnknownChip  = errors.New("product ID not in the chip database")
+	ErrWrongTarget  = downstream.ErrWrongTarget
+	ErrWrongProduct = downstream.ErrWrongProduct
+	ErrUnknownChip  = downstream.ErrUnknownChip
 	ErrDowngrade    = errors.New("package version is below the device's minimum")
 	ErrPrecondition = errors.New("precondition not met")
 	ErrNoSuchDevice = errors.New("no such device")
@@ -96,11 +96,15 @@ type Hardware interface {
 	Reset(b downstream.Bus, d downstream.Device, l link.Link, o reset.Options) (reset.Strategy, error)
 }
 
-// Serial is the real Hardware: uart.Open and reset.Parse.
+// Serial is the real Hardware: the bus's transport (uart.Open) and
+// reset.Parse.
 type Serial struct{}
 
-// OpenBus opens the bus's UART.
+// OpenBus opens the bus's transport.
 func (Serial) OpenBus(_ context.Context, b downstream.Bus) (link.Link, error) {
+	if t := b.TransportName(); t != downstream.TransportUART {
+		return nil, fmt.Errorf("transport %q: not supported", t)
+	}
 	o := uart.DefaultOptions()
 	if b.Baud > 0 {
 		o.Baud = link.Baud(b.Baud)
@@ -177,7 +181,7 @@ func (e *Engine) Targets(pkg *mcupkg.Package, names []string) ([]downstream.Devi
 	if len(names) == 0 {
 		var out []downstream.Device
 		for _, d := range e.o.Devices {
-			if d.ProductID == pkg.Manifest.Target.ProductID {
+			if p, err := downstream.Lookup(e.o.ProtocolOf(d)); err == nil && p.Targets(d, &pkg.Manifest) {
 				out = append(out, d)
 			}
 		}
@@ -203,10 +207,67 @@ func (e *Engine) Targets(pkg *mcupkg.Package, names []string) ([]downstream.Devi
 // and returns one Result per device in configuration order. onEvent (may be
 // nil) is called from the bus workers, one call at a time.
 func (e *Engine) Run(ctx context.Context, pkg *mcupkg.Package, names []string, onEvent func(Event)) ([]Result, error) {
-	devs, err := e.Targets(pkg, names)
-	if err != nil {
-		return nil, err
+	return e.RunMany(ctx, []*mcupkg.Package{pkg}, names, onEvent)
+}
+
+// RunMany updates a mixed fleet from several packages in one run (an STM32
+// and an ESP32 package, say): each device gets the first package that
+// targets it, and all buses run in parallel. Without names, every device
+// some package targets; a named device no package targets is refused with
+// the first package.
+func (e *Engine) RunMany(ctx context.Context, pkgs []*mcupkg.Package, names []string, onEvent func(Event)) ([]Result, error) {
+	if len(pkgs) == 0 {
+		return nil, errors.New("fanout: no package")
 	}
+	var devs []downstream.Device
+	var dpkg []*mcupkg.Package
+	seen := map[string]bool{}
+	for _, pkg := range pkgs {
+		ds, err := e.Targets(pkg, names)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			if seen[d.Name] {
+				continue
+			}
+			if len(names) > 0 && len(pkgs) > 1 { // a named device takes the package that targets it
+				p, err := downstream.Lookup(e.o.ProtocolOf(d))
+				if err != nil || !p.Targets(d, &pkg.Manifest) {
+					continue
+				}
+			}
+			seen[d.Name] = true
+			devs, dpkg = append(devs, d), append(dpkg, pkg)
+		}
+	}
+	for _, n := range names { // named, but no package targets it: refused with the first
+		if !seen[n] {
+			seen[n] = true
+			for _, d := range e.o.Devices {
+				if d.Name == n {
+					devs, dpkg = append(devs, d), append(dpkg, pkgs[0])
+				}
+			}
+		}
+	}
+	// configuration order
+	order := map[string]int{}
+	for i, d := range e.o.Devices {
+		order[d.Name] = i
+	}
+	idx := make([]int, len(devs))
+	for i := range idx {
+		idx[i] = i
+	}
+	if len(pkgs) > 1 { // one package keeps Targets' order (the names as given)
+		sort.SliceStable(idx, func(a, b int) bool { return order[devs[idx[a]].Name] < order[devs[idx[b]].Name] })
+	}
+	sd, sp := make([]downstream.Device, len(devs)), make([]*mcupkg.Package, len(devs))
+	for i, j := range idx {
+		sd[i], sp[i] = devs[j], dpkg[j]
+	}
+	devs, dpkg = sd, sp
 	var emu sync.Mutex
 	emit := func(ev Event) {
 		if onEvent == nil {
@@ -220,43 +281,49 @@ func (e *Engine) Run(ctx context.Context, pkg *mcupkg.Package, names []string, o
 		onEvent(ev)
 	}
 	byBus := map[string][]int{}
-	var order []string
+	var busOrder []string
 	for i, d := range devs {
 		if _, ok := byBus[d.Bus]; !ok {
-			order = append(order, d.Bus)
+			busOrder = append(busOrder, d.Bus)
 		}
 		byBus[d.Bus] = append(byBus[d.Bus], i)
 	}
 	results := make([]Result, len(devs))
 	var wg sync.WaitGroup
-	for _, bn := range order {
+	for _, bn := range busOrder {
 		bus, _ := e.o.BusByName(bn)
 		idx := byBus[bn]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.runBus(ctx, bus, pkg, devs, idx, results, emit)
+			e.runBus(ctx, bus, dpkg, devs, idx, results, emit)
 		}()
 	}
 	wg.Wait()
 	return results, nil
 }
 
-func (e *Engine) runBus(ctx context.Context, bus downstream.Bus, pkg *mcupkg.Package, devs []downstream.Device, idx []int, results []Result, emit func(Event)) {
+func (e *Engine) runBus(ctx context.Context, bus downstream.Bus, pkgs []*mcupkg.Package, devs []downstream.Device, idx []int, results []Result, emit func(Event)) {
 	var l link.Link
 	var openErr error
 	opened := false
 	open := func() (link.Link, error) { // the bus is opened for the first device that needs it
 		if !opened {
 			opened = true
-			if l, openErr = e.hw.OpenBus(ctx, bus); openErr != nil {
+			b := bus
+			if b.Parity == "" { // what the bus's first device's protocol wants
+				if p, err := downstream.Lookup(e.o.ProtocolOf(devs[idx[0]])); err == nil {
+					b.Parity = p.Parity()
+				}
+			}
+			if l, openErr = e.hw.OpenBus(ctx, b); openErr != nil {
 				openErr = fmt.Errorf("bus %s (%s): %w", bus.Name, bus.Port, openErr)
 			}
 		}
 		return l, openErr
 	}
 	for _, i := range idx {
-		w := &worker{e: e, bus: bus, dev: devs[i], pkg: pkg, emit: emit}
+		w := &worker{e: e, bus: bus, dev: devs[i], pkg: pkgs[i], emit: emit}
 		results[i] = w.run(ctx, open)
 	}
 	if c, ok := l.(io.Closer); ok {
@@ -265,13 +332,14 @@ func (e *Engine) runBus(ctx context.Context, bus downstream.Bus, pkg *mcupkg.Pac
 }
 
 type worker struct {
-	e    *Engine
-	bus  downstream.Bus
-	dev  downstream.Device
-	pkg  *mcupkg.Package
-	emit func(Event)
-	rec  Record
-	res  Result
+	e     *Engine
+	proto downstream.Protocol
+	bus   downstream.Bus
+	dev   downstream.Device
+	pkg   *mcupkg.Package
+	emit  func(Event)
+	rec   Record
+	res   Result
 }
 
 func (w *worker) ev(kind string) Event {
@@ -284,8 +352,13 @@ func (w *worker) offline() error {
 	if !w.pkg.Verified() {
 		return ErrUnverified
 	}
-	if m.Target.ProductID != w.dev.ProductID || !strings.EqualFold(m.Target.Family, w.dev.Family) {
-		return fmt.Errorf("%w: package %s/0x%03x, device configured as %s/0x%03x", ErrWrongTarget, m.Target.Family, m.Target.ProductID, w.dev.Family, w.dev.ProductID)
+	p, err := downstream.Lookup(w.e.o.ProtocolOf(w.dev))
+	if err != nil {
+		return err
+	}
+	w.proto = p
+	if err := p.Check(w.dev, w.pkg); err != nil {
+		return err
 	}
 	if len(m.Target.HWRevs) > 0 {
 		ok := false
@@ -294,15 +367,6 @@ func (w *worker) offline() error {
 		}
 		if !ok {
 			return fmt.Errorf("%w: package for hardware revisions %v, device is %q", ErrWrongTarget, m.Target.HWRevs, w.dev.HWRev)
-		}
-	}
-	chip, ok := chips.Lookup(w.dev.ProductID)
-	if !ok {
-		return fmt.Errorf("%w: 0x%03x", ErrUnknownChip, w.dev.ProductID)
-	}
-	for _, s := range w.pkg.Segments {
-		if !chip.InFlash(s.Addr, len(s.Data)) {
-			return fmt.Errorf("segment 0x%08x+%d on %s: %w", s.Addr, len(s.Data), chip, chips.ErrOutOfFlash)
 		}
 	}
 	pv, _ := mcupkg.ParseVersion(m.Version)
@@ -409,9 +473,8 @@ func (w *worker) run(ctx context.Context, open func() (link.Link, error)) Result
 	if err != nil {
 		return w.finish(Failed, fmt.Errorf("reset strategy: %w", err))
 	}
-	c := stm32.New(l, w.e.o.STM32)
-	chip, _ := chips.Lookup(w.dev.ProductID)
-	var f *stm32.Flasher
+	sess := w.proto.Open(l, rs, w.bus, w.dev, w.pkg, w.e.o)
+	identified := false
 	backoff := w.e.o.Backoff
 	var last error
 	for attempt := 1; attempt <= w.e.o.Attempts; attempt++ {
@@ -425,14 +488,14 @@ func (w *worker) run(ctx context.Context, open func() (link.Link, error)) Result
 			}
 			backoff = min(2*backoff, w.e.o.MaxBackoff)
 		}
-		st, err := w.attempt(ctx, c, rs, chip, &f)
-		w.res.Retries = attempt - 1
-		if f != nil {
-			w.res.Retries += f.Retries()
-			w.rec.BytesVerified = f.Verified()
-		}
+		st, err := w.attempt(ctx, sess, &identified)
+		w.res.Retries = attempt - 1 + sess.Retries()
+		w.rec.BytesVerified = sess.Verified()
 		if err == nil || st != "" {
 			return w.finish(st, err)
+		}
+		if downstream.IsFatal(err) {
+			return w.finish(Failed, err)
 		}
 		if ctx.Err() != nil {
 			return w.finish(Failed, ctx.Err())
@@ -444,8 +507,8 @@ func (w *worker) run(ctx context.Context, open func() (link.Link, error)) Result
 }
 
 // attempt does one pass; a non-empty State is terminal, otherwise err is
-// worth another attempt.
-func (w *worker) attempt(ctx context.Context, c *stm32.Client, rs reset.Strategy, chip *chips.Chip, fp **stm32.Flasher) (State, error) {
+// worth another attempt unless downstream.IsFatal says otherwise.
+func (w *worker) attempt(ctx context.Context, sess downstream.Session, identified *bool) (State, error) {
 	m := w.pkg.Manifest
 	phase := func(p string) {
 		ev := w.ev("phase")
@@ -453,85 +516,43 @@ func (w *worker) attempt(ctx context.Context, c *stm32.Client, rs reset.Strategy
 		w.emit(ev)
 	}
 	phase("identify")
-	if err := rs.EnterBootloader(ctx); err != nil {
+	id, err := sess.Identify(ctx)
+	if err != nil {
 		return "", err
 	}
-	if err := c.Init(ctx); err != nil {
-		return "", err
-	}
-	if pid := c.Info().PID; pid != m.Target.ProductID {
-		return Failed, fmt.Errorf("%w: 0x%03x, package for 0x%03x", ErrWrongProduct, pid, m.Target.ProductID)
-	}
-	if *fp == nil {
-		// the running version, from the device when it has a header
+	if !*identified {
+		*identified = true
+		// the running version: from the device when it tells, else the record
 		cur, src := w.rec.Version, "recorded"
-		if w.dev.VersionHeader != 0 {
-			if p, err := c.ReadMemory(ctx, w.dev.VersionHeader, mcupkg.HeaderSize); err == nil {
-				if v, ok := mcupkg.ParseMCUbootHeader(p); ok {
-					cur, src = v.String(), "device"
-				} else {
-					cur, src = "", "device (no image header)"
-				}
-			} else if !errors.Is(err, stm32.ErrNACK) {
-				return "", err
-			}
+		if id.FromDevice {
+			cur, src = id.Version, id.Source
 		}
 		w.res.FromVersion = cur
-		w.e.log.Info("mcu identified", zap.String("device", w.dev.Name), zap.String("version", cur), zap.String("source", src))
+		w.e.log.Info("mcu identified", zap.String("device", w.dev.Name), zap.String("chip", id.Chip), zap.String("version", cur), zap.String("source", src))
 		pv, _ := mcupkg.ParseVersion(m.Version)
 		if cv, err := mcupkg.ParseVersion(cur); cur != "" && err == nil {
 			w.rec.Version = cv.String()
 			if cv.Compare(pv) == 0 {
-				w.start(ctx, c, rs, chip)
+				sess.Start(ctx)
 				return NotNeeded, nil
 			}
 		}
-		if w.e.o.STM32.WriteUnprotect {
-			phase("unprotect")
-			if err := c.WriteUnprotect(ctx); err != nil {
-				return "", err
-			}
-			if err := c.Init(ctx); err != nil {
-				return "", err
-			}
-		}
-		if _, err := c.ReadMemory(ctx, chip.FlashStart, 4); errors.Is(err, stm32.ErrNACK) {
-			if !w.e.o.STM32.ReadoutUnprotect {
-				return Failed, fmt.Errorf("%w: reads refused (readout protection?) and readout_unprotect is off", stm32.ErrProtected)
-			}
-			phase("unprotect")
-			if err := c.ReadoutUnprotect(ctx); err != nil {
-				return "", err
-			}
-			if err := c.Init(ctx); err != nil {
-				return "", err
-			}
-		} else if err != nil {
-			return "", err
-		}
-		segs := make([]stm32.Segment, len(w.pkg.Segments))
-		for i, s := range w.pkg.Segments {
-			segs[i] = stm32.Segment{Addr: s.Addr, Data: s.Data}
-		}
-		f, err := stm32.NewFlasher(c, chip, segs, w.e.o.STM32)
-		if err != nil {
-			return Failed, err
-		}
-		*fp = f
 	}
-	f := *fp
 	last := ""
-	err := f.Run(ctx, func(p stm32.Progress) {
+	err = sess.Flash(ctx, func(p downstream.Progress) {
 		if p.Phase != last {
 			phase(p.Phase)
 			last = p.Phase
+		}
+		if p.Total == 0 {
+			return
 		}
 		ev := w.ev("progress")
 		ev.Phase, ev.Done, ev.Total = p.Phase, p.Done, p.Total
 		w.emit(ev)
 	})
 	if err != nil {
-		if errors.Is(err, stm32.ErrNoCommand) || errors.Is(err, stm32.ErrProtected) {
+		if downstream.IsFatal(err) {
 			return Failed, err
 		}
 		return "", err
@@ -543,30 +564,8 @@ func (w *worker) attempt(ctx context.Context, c *stm32.Client, rs reset.Strategy
 		w.rec.Version = v.String()
 	}
 	phase("start")
-	if err := w.start(ctx, c, rs, chip); err != nil {
+	if err := sess.Start(ctx); err != nil {
 		return Failed, fmt.Errorf("flashed and verified, but start failed: %w", err)
 	}
 	return Success, nil
-}
-
-// start runs the application: Go to the load address, or a reset with
-// BOOT0 low when Go fails.
-func (w *worker) start(ctx context.Context, c *stm32.Client, rs reset.Strategy, chip *chips.Chip) error {
-	addr := w.pkg.Manifest.LoadAddress
-	if addr == 0 {
-		addr = chip.FlashStart
-	}
-	var err error
-	for i := 0; i < 5; i++ {
-		if err = c.Go(ctx, addr); err == nil {
-			return nil
-		}
-		if !stm32.Transient(err) || c.Recover(ctx) != nil {
-			break // the part may have started with the ACK lost
-		}
-	}
-	if rerr := rs.Run(ctx); rerr != nil {
-		return errors.Join(err, rerr)
-	}
-	return nil
 }

@@ -31,3 +31,10 @@ type LineControl interface {
 
 // Baud is a serial line rate in bits per second.
 type Baud int
+
+// BaudSetter is implemented by links whose line rate can change while open
+// (a UART; a protocol switches after telling the device, e.g. ESP32's
+// CHANGE_BAUDRATE).
+type BaudSetter interface {
+	SetBaud(b Baud) error
+}

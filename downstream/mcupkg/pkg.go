@@ -50,9 +50,19 @@ var (
 
 // Target says which MCUs a package is for.
 type Target struct {
-	Family    string   `json:"family"`            // "F1", "F4", ... (protocol stm32-uart)
-	ProductID uint16   `json:"product_id"`        // 12-bit STM32 PID, e.g. 0x410
-	HWRevs    []string `json:"hw_revs,omitempty"` // empty: any hardware revision
+	Family    string `json:"family"`     // STM32: "F1", "F4", ...; ESP32: "ESP32"
+	ProductID uint16 `json:"product_id"` // 12-bit STM32 PID, e.g. 0x410; 0 for ESP32
+	// Chip names an ESP32 chip (esp32, esp32s3, esp32c3); empty for STM32.
+	Chip   string   `json:"chip,omitempty"`
+	HWRevs []string `json:"hw_revs,omitempty"` // empty: any hardware revision
+}
+
+// String is "F1/0x410" or "esp32s3".
+func (t Target) String() string {
+	if t.Chip != "" {
+		return t.Chip
+	}
+	return fmt.Sprintf("%s/0x%03x", t.Family, t.ProductID)
 }
 
 // SegmentInfo describes one segment in the manifest.
@@ -161,6 +171,12 @@ func Create(m Manifest, segs []Segment, signers ...sign.Signer) ([]byte, error) 
 }
 
 func checkTarget(t Target) error {
+	if t.Chip != "" {
+		if t.ProductID != 0 {
+			return errors.New("mcu package: a chip target has no product id")
+		}
+		return nil
+	}
 	if t.Family == "" {
 		return errors.New("mcu package: target family is empty")
 	}

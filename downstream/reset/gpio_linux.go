@@ -91,6 +91,9 @@ type GPIO struct {
 	Chip        string
 	Boot0, NRST int
 	O           Options
+	// StrapLow: the boot line selects the ROM when low (an ESP32's GPIO0
+	// or GPIO9, "gpio-esp32:"), not when high (STM32 BOOT0).
+	StrapLow bool
 
 	mu     sync.Mutex
 	sys    gpioSys
@@ -144,8 +147,9 @@ func (g *GPIO) set(bit uint64, level bool) error {
 	return nil
 }
 
-// SetBoot0 drives the BOOT0 line.
-func (g *GPIO) SetBoot0(high bool) error { return g.set(0b01, high) }
+// SetBoot0 selects the ROM bootloader (true) or the application on the
+// boot line: BOOT0 high, or with StrapLow the ESP32 strap low.
+func (g *GPIO) SetBoot0(high bool) error { return g.set(0b01, high != g.StrapLow) }
 
 // SetReset drives NRST low when asserted.
 func (g *GPIO) SetReset(asserted bool) error { return g.set(0b10, !asserted) }

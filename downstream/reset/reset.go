@@ -142,8 +142,56 @@ func (m ModemLines) SetBoot0(high bool) error { return m.LC.SetRTS(high) }
 // SetReset drives DTR.
 func (m ModemLines) SetReset(asserted bool) error { return m.LC.SetDTR(asserted) }
 
-// Parse builds a strategy from "manual", "dtr-rts" or
+// ESP32Classic is esptool's classic DTR/RTS auto-reset for ESP32 boards:
+// DTR drives GPIO0 (the strap, low = download) and RTS drives EN through
+// the usual two-transistor circuit; both lines are active-low.
+type ESP32Classic struct {
+	LC link.LineControl
+	O  Options
+}
+
+// EnterBootloader: EN low 100 ms, then EN released while the strap is held
+// low for 50 ms, then the strap released.
+func (e ESP32Classic) EnterBootloader(ctx context.Context) error {
+	steps := []struct {
+		dtr, rts bool
+		wait     time.Duration
+	}{{false, true, 100 * time.Millisecond}, {true, false, 50 * time.Millisecond}, {false, false, 0}}
+	for _, s := range steps {
+		if err := e.LC.SetDTR(s.dtr); err != nil {
+			return fmt.Errorf("enter bootloader: %w", err)
+		}
+		if err := e.LC.SetRTS(s.rts); err != nil {
+			return fmt.Errorf("enter bootloader: %w", err)
+		}
+		if err := e.O.sleep(ctx, s.wait); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run pulses EN (RTS) with the strap released: the application starts.
+func (e ESP32Classic) Run(ctx context.Context) error {
+	if err := e.LC.SetDTR(false); err != nil {
+		return fmt.Errorf("reset to application: %w", err)
+	}
+	if err := e.LC.SetRTS(true); err != nil {
+		return fmt.Errorf("reset to application: %w", err)
+	}
+	if err := e.O.sleep(ctx, 100*time.Millisecond); err != nil {
+		return err
+	}
+	if err := e.LC.SetRTS(false); err != nil {
+		return fmt.Errorf("reset to application: %w", err)
+	}
+	return nil
+}
+
+// Parse builds a strategy from "manual", "dtr-rts", "esp32-classic" or
 // "gpio:CHIP:BOOT0LINE:NRSTLINE" (CHIP as "gpiochip0", "0" or a path).
+// "gpio-esp32:CHIP:STRAPLINE:ENLINE" drives an ESP32's strap (GPIO0/GPIO9)
+// low for the ROM and EN low to reset.
 func Parse(spec string, l link.Link, o Options) (Strategy, error) {
 	switch {
 	case spec == "" || spec == "manual":
@@ -154,14 +202,26 @@ func Parse(spec string, l link.Link, o Options) (Strategy, error) {
 			return nil, fmt.Errorf("reset dtr-rts: %w", ErrNoLines)
 		}
 		return Sequence{L: ModemLines{lc}, O: o}, nil
+	case spec == "esp32-classic":
+		lc, ok := l.(link.LineControl)
+		if !ok {
+			return nil, fmt.Errorf("reset esp32-classic: %w", ErrNoLines)
+		}
+		return ESP32Classic{LC: lc, O: o}, nil
 	case strings.HasPrefix(spec, "gpio:"):
 		chip, boot0, nrst, err := ParseGPIO(spec)
 		if err != nil {
 			return nil, err
 		}
 		return &GPIO{Chip: chip, Boot0: boot0, NRST: nrst, O: o}, nil
+	case strings.HasPrefix(spec, "gpio-esp32:"):
+		chip, strap, en, err := ParseGPIO("gpio:" + strings.TrimPrefix(spec, "gpio-esp32:"))
+		if err != nil {
+			return nil, fmt.Errorf("reset %q: want gpio-esp32:CHIP:STRAPLINE:ENLINE", spec)
+		}
+		return &GPIO{Chip: chip, Boot0: strap, NRST: en, O: o, StrapLow: true}, nil
 	}
-	return nil, fmt.Errorf("reset %q: want manual, dtr-rts or gpio:CHIP:BOOT0LINE:NRSTLINE", spec)
+	return nil, fmt.Errorf("reset %q: want manual, dtr-rts, esp32-classic, gpio:CHIP:BOOT0LINE:NRSTLINE or gpio-esp32:CHIP:STRAPLINE:ENLINE", spec)
 }
 
 // ParseGPIO splits "gpio:CHIP:BOOT0LINE:NRSTLINE".

@@ -95,3 +95,64 @@ func TestGPIO(t *testing.T) {
 		t.Fatalf("levels = %b, want %b", f.sets, want)
 	}
 }
+
+type modem struct{ log []string }
+
+func (m *modem) SetDTR(on bool) error { m.log = append(m.log, fmt.Sprintf("D%d", b2i(on))); return nil }
+func (m *modem) SetRTS(on bool) error { m.log = append(m.log, fmt.Sprintf("R%d", b2i(on))); return nil }
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestESP32Classic: esptool-js writes the classic reset as
+// D0|R1|W100|D1|R0|W50|D0.
+func TestESP32Classic(t *testing.T) {
+	m := &modem{}
+	o := DefaultOptions()
+	o.Sleep = func(_ context.Context, d time.Duration) error {
+		if d > 0 {
+			m.log = append(m.log, fmt.Sprintf("W%d", d.Milliseconds()))
+		}
+		return nil
+	}
+	e := ESP32Classic{LC: m, O: o}
+	e.EnterBootloader(context.Background())
+	if got, want := strings.Join(m.log, "|"), "D0|R1|W100|D1|R0|W50|D0|R0"; got != want {
+		t.Fatalf("enter = %s; want %s", got, want)
+	}
+	m.log = nil
+	e.Run(context.Background())
+	if got, want := strings.Join(m.log, "|"), "D0|R1|W100|R0"; got != want {
+		t.Fatalf("run = %s; want %s", got, want)
+	}
+	pipe, _ := linktest.Pipe()
+	if _, err := Parse("esp32-classic", pipe, o); !errors.Is(err, ErrNoLines) {
+		t.Fatalf("Parse(esp32-classic) on a pipe = %v; want ErrNoLines", err)
+	}
+}
+
+// TestGPIOESP32: the strap is driven low for the ROM, high for the app.
+func TestGPIOESP32(t *testing.T) {
+	s, err := Parse("gpio-esp32:gpiochip1:4:5", nil, DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := s.(*GPIO)
+	if g.Chip != "/dev/gpiochip1" || g.Boot0 != 4 || g.NRST != 5 || !g.StrapLow {
+		t.Fatalf("Parse = %+v", g)
+	}
+	f := &fakeGPIO{}
+	var log []string
+	noSleep(&g.O, &log)
+	g.sys = f
+	g.EnterBootloader(context.Background())
+	g.Run(context.Background())
+	// strap low (bit0 clear) with EN pulsed low, then strap high with EN pulsed
+	if want := []uint64{0b10, 0b00, 0b10, 0b11, 0b01, 0b11}; fmt.Sprint(f.sets) != fmt.Sprint(want) {
+		t.Fatalf("levels = %b, want %b", f.sets, want)
+	}
+}

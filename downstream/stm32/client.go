@@ -24,6 +24,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/otagw/otagw/downstream"
 	"github.com/otagw/otagw/downstream/link"
 )
 
@@ -75,57 +76,12 @@ func Transient(err error) bool {
 	return errors.Is(err, ErrNACK) || errors.Is(err, ErrTimeout) || errors.Is(err, ErrGarbled) || errors.Is(err, ErrNotSynced)
 }
 
-// Options tune timeouts, retries and the flashing strategy.
-type Options struct {
-	// ByteTimeout is the wait for a short reply (ACK, a few bytes).
-	ByteTimeout time.Duration `yaml:"byte_timeout"`
-	// WriteTimeout is the wait for the ACK after a 256-byte write.
-	WriteTimeout time.Duration `yaml:"write_timeout"`
-	// PageEraseTimeout is allowed per page or sector in one erase command.
-	PageEraseTimeout time.Duration `yaml:"page_erase_timeout"`
-	// MassEraseTimeout is the wait for a mass erase or readout unprotect.
-	MassEraseTimeout time.Duration `yaml:"mass_erase_timeout"`
-	// MaxRetries bounds the line errors one Flasher.Run absorbs.
-	MaxRetries int `yaml:"max_retries"`
-	// Verify is "auto" (CRC 0xA1 when offered, else read-back), "readback" or "crc".
-	Verify string `yaml:"verify"`
-	// MassErase erases the whole flash instead of only the pages the image needs.
-	MassErase bool `yaml:"mass_erase"`
-	// WriteUnprotect sends Write Unprotect (the part resets) before erasing.
-	WriteUnprotect bool `yaml:"write_unprotect"`
-	// ReadoutUnprotect removes readout protection when found; this mass-erases the part.
-	ReadoutUnprotect bool `yaml:"readout_unprotect"`
-	// Now is the clock for deadlines; nil means time.Now.
-	Now func() time.Time `yaml:"-" json:"-"`
-}
+// Options tune timeouts, retries and the flashing strategy; they are the
+// "downstream.stm32:" configuration section, declared in the root package.
+type Options = downstream.STM32Options
 
 // DefaultOptions are stm32flash's timeouts.
-func DefaultOptions() Options {
-	return Options{
-		ByteTimeout:      500 * time.Millisecond,
-		WriteTimeout:     time.Second,
-		PageEraseTimeout: 5 * time.Second,
-		MassEraseTimeout: 35 * time.Second,
-		MaxRetries:       50,
-		Verify:           "auto",
-	}
-}
-
-// Validate checks the options.
-func (o Options) Validate() error {
-	if o.ByteTimeout <= 0 || o.WriteTimeout <= 0 || o.PageEraseTimeout <= 0 || o.MassEraseTimeout <= 0 {
-		return errors.New("stm32: timeouts must be positive")
-	}
-	if o.MaxRetries < 0 {
-		return errors.New("stm32: max_retries must not be negative")
-	}
-	switch o.Verify {
-	case "auto", "readback", "crc":
-	default:
-		return fmt.Errorf("stm32: verify %q: want auto, readback or crc", o.Verify)
-	}
-	return nil
-}
+func DefaultOptions() Options { return downstream.DefaultSTM32Options() }
 
 // Info is what Init learnt about the bootloader.
 type Info struct {

@@ -121,3 +121,37 @@ func (p *Port) SetDTR(on bool) error { return p.setLine(unix.TIOCM_DTR, on) }
 
 // SetRTS drives RTS (asserted = true).
 func (p *Port) SetRTS(on bool) error { return p.setLine(unix.TIOCM_RTS, on) }
+
+// SetBaud changes the line rate of the open port, keeping the other
+// settings. It keeps the descriptor non-blocking (no Fd()), so read
+// deadlines still work.
+func (p *Port) SetBaud(b link.Baud) error {
+	speed, ok := baudConst(b)
+	if !ok {
+		return fmt.Errorf("%s: baud %d: %w", p.f.Name(), b, ErrBaud)
+	}
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.f.Name(), err)
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		t, err := p.sys.getTermios(int(fd))
+		if err != nil {
+			ierr = fmt.Errorf("get termios: %w", err)
+			return
+		}
+		t.Cflag &^= unix.CBAUD
+		t.Cflag |= speed
+		t.Ispeed, t.Ospeed = speed, speed
+		if err := p.sys.setTermios(int(fd), t); err != nil {
+			ierr = fmt.Errorf("set termios: %w", err)
+		}
+	}); err != nil {
+		return fmt.Errorf("%s: %w", p.f.Name(), err)
+	}
+	if ierr != nil {
+		return fmt.Errorf("%s: %w", p.f.Name(), ierr)
+	}
+	return nil
+}

@@ -150,26 +150,47 @@ const fileNameHeader = "X-Otagw-Passed-File"
 // WithFile returns a client whose requests pass f (an open file, read by
 // the daemon through PassedFile) over the unix socket with SCM_RIGHTS,
 // along with the first bytes of each request. f stays the caller's.
-func (c *Client) WithFile(f *os.File) *Client {
+func (c *Client) WithFile(f *os.File) *Client { return c.WithFiles(f) }
+
+// WithFiles passes several files with each request (at most 4); the
+// handler claims them in order with PassedFile.
+func (c *Client) WithFiles(fs ...*os.File) *Client {
 	path := c.Socket
-	return &Client{Socket: path, file: f, hc: &http.Client{Transport: &http.Transport{
+	return &Client{Socket: path, file: fs[0], hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			conn, err := d.DialContext(ctx, "unix", path)
 			if err != nil {
 				return nil, err
 			}
-			return &rightsConn{UnixConn: conn.(*net.UnixConn), f: f}, nil
+			return &rightsConn{UnixConn: conn.(*net.UnixConn), fs: fs}, nil
 		},
 		DisableKeepAlives: true,
 	}}}
 }
 
-// rightsConn sends f's descriptor with its first write.
+// rightsConn sends the files' descriptors with its first write.
 type rightsConn struct {
 	*net.UnixConn
-	f    *os.File
+	fs   []*os.File
 	sent bool
+}
+
+// withFDs calls f with the raw descriptors of fs, each held by Control.
+func withFDs(fs []*os.File, fds []int, f func([]int)) error {
+	if len(fs) == 0 {
+		f(fds)
+		return nil
+	}
+	raw, err := fs[0].SyscallConn()
+	if err != nil {
+		return fmt.Errorf("pass %s: %w", fs[0].Name(), err)
+	}
+	var inner error
+	if err := raw.Control(func(fd uintptr) { inner = withFDs(fs[1:], append(fds, int(fd)), f) }); err != nil {
+		return fmt.Errorf("pass %s: %w", fs[0].Name(), err)
+	}
+	return inner
 }
 
 func (c *rightsConn) Write(p []byte) (int, error) {
@@ -177,16 +198,12 @@ func (c *rightsConn) Write(p []byte) (int, error) {
 		return c.UnixConn.Write(p)
 	}
 	c.sent = true
-	raw, err := c.f.SyscallConn()
-	if err != nil {
-		return 0, fmt.Errorf("pass %s: %w", c.f.Name(), err)
-	}
 	var n int
 	var werr error
-	if err := raw.Control(func(fd uintptr) {
-		n, _, werr = c.WriteMsgUnix(p, unix.UnixRights(int(fd)), nil)
+	if err := withFDs(c.fs, nil, func(fds []int) {
+		n, _, werr = c.WriteMsgUnix(p, unix.UnixRights(fds...), nil)
 	}); err != nil {
-		return 0, fmt.Errorf("pass %s: %w", c.f.Name(), err)
+		return 0, err
 	}
 	if werr != nil {
 		return n, werr

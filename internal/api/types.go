@@ -61,7 +61,10 @@ type MCUStatus struct {
 
 // MCUFlashRequest is the body of POST /v1/mcu/flash.
 type MCUFlashRequest struct {
-	Package string   `json:"package"` // "fd:NAME": the package file travels as a passed descriptor
+	Package string `json:"package"` // "fd:NAME": the package file travels as a passed descriptor
+	// More are further packages for a mixed fleet ("fd:NAME" each, passed
+	// after Package): each device takes the first package that targets it.
+	More    []string `json:"more_packages,omitempty"`
 	Devices []string `json:"devices,omitempty"`
 	All     bool     `json:"all,omitempty"` // every configured device the package targets
 	Now     bool     `json:"now,omitempty"` // ignore the maintenance windows

@@ -23,6 +23,7 @@ import (
 
 	"github.com/otagw/otagw/abboot"
 	"github.com/otagw/otagw/downstream"
+	_ "github.com/otagw/otagw/downstream/protocols" // stm32-rom, esp32-rom for validation
 	"github.com/otagw/otagw/internal/window"
 	"github.com/otagw/otagw/rootfs"
 	"github.com/otagw/otagw/watchdog"

@@ -79,7 +79,9 @@ func (m *mcuPart) handleList(w http.ResponseWriter, r *http.Request) {
 }
 
 // flash runs one fan-out of the package open reads and verifies.
-func (m *mcuPart) flash(ctx context.Context, open func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error), devices []string, onEvent func(fanout.Event)) ([]fanout.Result, error) {
+type pkgOpener func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error)
+
+func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string, onEvent func(fanout.Event)) ([]fanout.Result, error) {
 	m.mu.Lock()
 	if m.running {
 		m.mu.Unlock()
@@ -97,16 +99,24 @@ func (m *mcuPart) flash(ctx context.Context, open func(kr *sign.Keyring, thresho
 	if err != nil {
 		return nil, fmt.Errorf("update.keyring: %w", err)
 	}
-	pkg, err := open(kr, cfg.Update.Threshold)
-	if err != nil {
-		return nil, err
+	var pkgs []*mcupkg.Package
+	for _, open := range opens {
+		p, err := open(kr, cfg.Update.Threshold)
+		if err != nil {
+			return nil, err
+		}
+		pkgs = append(pkgs, p)
+	}
+	pkg := pkgs[0]
+	for _, w := range cfg.Downstream.Warnings() {
+		m.d.log.Warn("deprecated configuration", zap.String("warning", w))
 	}
 	eng, err := fanout.New(cfg.Downstream, &mcuStore{d: m.d}, m.d.log.Named("downstream"))
 	if err != nil {
 		return nil, err
 	}
 	m.d.setState("flashing", fmt.Sprintf("MCU firmware %s %s", pkg.Manifest.Target.Family, pkg.Manifest.Version))
-	res, err := eng.Run(ctx, pkg, devices, onEvent)
+	res, err := eng.RunMany(ctx, pkgs, devices, onEvent)
 	counts := map[fanout.State]int{}
 	for _, r := range res {
 		counts[r.State]++
@@ -137,21 +147,31 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 			"the daemon opens no paths a caller names; let otagw mcu flash open the package and pass it")
 		return
 	}
-	f, err := api.PassedFile(r)
-	if err != nil {
-		api.WriteError(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("package %s: %v", name, err))
-		return
-	}
-	defer f.Close()
-	open := func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error) {
-		p, err := mcupkg.Read(f)
-		if err == nil {
-			err = p.Verify(kr, threshold)
+	var opens []pkgOpener
+	for i, src := range append([]string{req.Package}, req.More...) {
+		if i > 0 {
+			if name, ok = api.IsFDSource(src); !ok {
+				api.WriteError(w, http.StatusBadRequest, "bad-request", "more_packages: pass each package as a descriptor")
+				return
+			}
 		}
+		f, err := api.PassedFile(r)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			api.WriteError(w, http.StatusBadRequest, "bad-request", fmt.Sprintf("package %s: %v", name, err))
+			return
 		}
-		return p, nil
+		defer f.Close()
+		name := name
+		opens = append(opens, func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error) {
+			p, err := mcupkg.Read(f)
+			if err == nil {
+				err = p.Verify(kr, threshold)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			return p, nil
+		})
 	}
 	if err := m.d.maintenancePart().allowed(window.Flash, req.Now); err != nil {
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
@@ -159,7 +179,7 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := api.NewStreamWriter(w)
 	var mu sync.Mutex
-	res, err := m.flash(r.Context(), open, req.Devices, func(ev fanout.Event) {
+	res, err := m.flash(r.Context(), opens, req.Devices, func(ev fanout.Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		sw.Send(api.MCUEvent{Type: "event", Event: ev})
@@ -181,7 +201,7 @@ func (m *mcuPart) flashPayloads() {
 	for _, f := range files {
 		m.d.log.Info("fanning out MCU firmware from the committed release", zap.String("package", f))
 		open := func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error) { return mcupkg.Open(f, kr, threshold) }
-		if _, err := m.flash(m.ctx, open, nil, nil); err != nil {
+		if _, err := m.flash(m.ctx, []pkgOpener{open}, nil, nil); err != nil {
 			m.d.log.Error("MCU fan-out", zap.String("package", f), zap.Error(err))
 			continue
 		}
