@@ -78,9 +78,11 @@ func (m *mcuPart) handleList(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, s.MCUs)
 }
 
-// flash runs one fan-out of the package open reads and verifies.
+// pkgOpener reads and verifies one MCU package.
 type pkgOpener func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error)
 
+// flash runs one fan-out of the packages opens read and verify; each
+// device takes the first package that targets it.
 func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string, onEvent func(fanout.Event)) ([]fanout.Result, error) {
 	m.mu.Lock()
 	if m.running {
