@@ -20,7 +20,25 @@ time:/usr/bin/time
 debootstrap:/usr/sbin/debootstrap
 systemd-container:/usr/bin/systemd-nspawn
 lintian:/usr/bin/lintian
+chrpath:/usr/bin/chrpath
+gawk:/usr/bin/gawk
+diffstat:/usr/bin/diffstat
+lz4:/usr/bin/lz4
+zstd:/usr/bin/zstd
+file:/usr/bin/file
+locales:/usr/sbin/locale-gen
 "
+
+# bitbake (tests/yocto_test.go) refuses to start without this locale.
+gen_locale() {
+	echo "test-deps: generating the locale en_US.UTF-8" >&2
+	$SUDO sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen
+	grep -q '^en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' | $SUDO tee -a /etc/locale.gen >/dev/null
+	$SUDO locale-gen >&2
+}
+need_locale() {
+	! locale -a 2>/dev/null | grep -qix 'en_US.utf-\{0,1\}8'
+}
 
 missing=""
 for n in $NEEDS; do
@@ -29,16 +47,18 @@ for n in $NEEDS; do
 	[ -e "$path" ] || missing="$missing $pkg"
 done
 
-if [ -z "$missing" ]; then
-	exit 0
-fi
-
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
 	SUDO="sudo"
+fi
+
+if [ -z "$missing" ]; then
+	if need_locale; then gen_locale; fi
+	exit 0
 fi
 echo "test-deps: installing$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >&2
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+if need_locale; then gen_locale; fi
