@@ -21,10 +21,11 @@ import (
 
 // The layer, and where its recipes live, relative to the repository root.
 const (
-	layerDir   = "yocto/meta-otagw"
-	recipeFile = layerDir + "/recipes-otagw/otagw/otagw_git.bb"
-	goModsInc  = layerDir + "/recipes-otagw/otagw/otagw-go-mods.inc"
-	bspDir     = layerDir + "/recipes-bsp/u-boot"
+	layerDir    = "yocto/meta-otagw"
+	recipeFile  = layerDir + "/recipes-otagw/otagw/otagw_git.bb"
+	goModsInc   = layerDir + "/recipes-otagw/otagw/otagw-go-mods.inc"
+	licensesInc = layerDir + "/recipes-otagw/otagw/otagw-licenses.inc"
+	bspDir      = layerDir + "/recipes-bsp/u-boot"
 	// bitbake refuses to run as root; as root the tests run it as this user.
 	yoctoUser = "otagw-yocto"
 )
@@ -69,6 +70,13 @@ func TestYoctoGoModsUpToDate(t *testing.T) {
 	if have := readRepo(t, goModsInc); !bytes.Equal(have, want) {
 		t.Errorf("%s is out of date with go.mod/go.sum: run `go run ./scripts/yocto-gomods` and commit it", goModsInc)
 	}
+	lic, err := gomods.LicenseInc(repoRoot(t))
+	if err != nil {
+		t.Fatalf("generating %s: %v", licensesInc, err)
+	}
+	if have := readRepo(t, licensesInc); !bytes.Equal(have, lic) {
+		t.Errorf("%s is out of date with the modules linked into otagw: run `go run ./scripts/yocto-gomods` and commit it", licensesInc)
+	}
 }
 
 // TestYoctoVersion: the recipe's PV is the project's version (the VERSION
@@ -99,8 +107,8 @@ func TestYoctoLicense(t *testing.T) {
 		t.Error("packaging/debian/copyright: no License: Apache-2.0")
 	}
 	recipe := readRepo(t, recipeFile)
-	if got := recipeVar(t, recipe, "LICENSE"); got != "Apache-2.0" {
-		t.Errorf("%s: LICENSE = %q, want Apache-2.0", recipeFile, got)
+	if got := recipeVar(t, recipe, "LICENSE"); got != "Apache-2.0 & ${GO_MOD_LICENSES}" {
+		t.Errorf("%s: LICENSE = %q, want otagw's Apache-2.0 & ${GO_MOD_LICENSES} (the linked modules')", recipeFile, got)
 	}
 	sum := md5.Sum(lic)
 	want := "file://src/${GO_IMPORT}/LICENSE;md5=" + hex.EncodeToString(sum[:])
@@ -413,11 +421,17 @@ func TestYoctoLayerParse(t *testing.T) {
 			t.Errorf("%s/%s gives a task network access", layerDir, f)
 		}
 	}
-	if got, want := get("otagw", "LICENSE"), "Apache-2.0"; got != want {
-		t.Errorf("otagw LICENSE = %q, want %q", got, want)
+	if got, want := get("otagw", "LICENSE"), "Apache-2.0 & "+get("otagw", "GO_MOD_LICENSES"); got != want || !strings.Contains(got, "MIT") {
+		t.Errorf("otagw LICENSE = %q, want %q (otagw's own, then the linked modules')", got, want)
 	}
-	if !strings.Contains(get("otagw", "LIC_FILES_CHKSUM"), "/LICENSE;md5=") {
-		t.Errorf("otagw LIC_FILES_CHKSUM = %q", get("otagw", "LIC_FILES_CHKSUM"))
+	chk := strings.Fields(get("otagw", "LIC_FILES_CHKSUM"))
+	if len(chk) < 2 || !strings.HasPrefix(chk[0], "file://src/github.com/otagw/otagw/LICENSE;md5=") {
+		t.Errorf("otagw LIC_FILES_CHKSUM = %q, want otagw's LICENSE first", chk)
+	}
+	for _, c := range chk[1:] {
+		if !strings.HasPrefix(c, "file://pkg/mod/") || !strings.Contains(c, ";md5=") {
+			t.Errorf("otagw LIC_FILES_CHKSUM: %q is not a module license file in the module cache", c)
+		}
 	}
 	version := strings.TrimSpace(string(readRepo(t, "VERSION")))
 	if pv := get("otagw", "PV"); strings.TrimSuffix(pv, "+git") != version {

@@ -1,5 +1,6 @@
 // Command yocto-gomods writes the otagw recipe's Go module list,
-// yocto/meta-otagw/recipes-otagw/otagw/otagw-go-mods.inc, from go.mod and
+// yocto/meta-otagw/recipes-otagw/otagw/otagw-go-mods.inc, and the licenses
+// of the modules linked into otagw, otagw-licenses.inc, from go.mod and
 // go.sum: one gomod:// SRC_URI entry per module, with the sha256 of the file
 // bitbake's gomod fetcher downloads from the Go module proxy (the module zip,
 // or only its go.mod for modules the build reads no code from).
@@ -23,7 +24,10 @@ import (
 	"github.com/otagw/otagw/internal/gomods"
 )
 
-const incPath = "yocto/meta-otagw/recipes-otagw/otagw/otagw-go-mods.inc"
+const (
+	incPath     = "yocto/meta-otagw/recipes-otagw/otagw/otagw-go-mods.inc"
+	licensePath = "yocto/meta-otagw/recipes-otagw/otagw/otagw-licenses.inc"
+)
 
 func main() {
 	check := flag.Bool("check", false, "only compare: exit 1 when "+incPath+" is out of date")
@@ -36,18 +40,29 @@ func main() {
 }
 
 func run(dir string, check bool) error {
-	want, err := gomods.Inc(dir)
+	mods, err := gomods.Inc(dir)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, incPath)
+	if err := write(dir, incPath, mods, check); err != nil {
+		return err
+	}
+	lics, err := gomods.LicenseInc(dir)
+	if err != nil {
+		return err
+	}
+	return write(dir, licensePath, lics, check)
+}
+
+func write(dir, rel string, want []byte, check bool) error {
+	path := filepath.Join(dir, rel)
 	if check {
 		have, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
 		if !bytes.Equal(have, want) {
-			return fmt.Errorf("%s is out of date with go.sum: run go run ./scripts/yocto-gomods", incPath)
+			return fmt.Errorf("%s is out of date with go.mod/go.sum: run go run ./scripts/yocto-gomods", rel)
 		}
 		return nil
 	}

@@ -3,8 +3,11 @@ DESCRIPTION = "One daemon and CLI: signed A/B rootfs bundles with U-Boot boot co
 watchdog-driven rollback, and signed firmware fan-out to STM32/ESP32 microcontrollers."
 HOMEPAGE = "https://github.com/otagw/otagw"
 SECTION = "admin"
-LICENSE = "Apache-2.0"
+# otagw is Apache-2.0; the binary also contains the Go modules listed with
+# their licenses in otagw-licenses.inc (generated, like otagw-go-mods.inc).
+LICENSE = "Apache-2.0 & ${GO_MOD_LICENSES}"
 LIC_FILES_CHKSUM = "file://src/${GO_IMPORT}/LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
+require otagw-licenses.inc
 
 # The project's version (the VERSION file at the top of the source tree;
 # tests/yocto_test.go checks that the two agree).
