@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/otagw/otagw/internal/gomods"
+	"gopkg.in/yaml.v3"
 )
 
 // The layer, and where its recipes live, relative to the repository root.
@@ -510,5 +511,54 @@ func TestYoctoLayerParse(t *testing.T) {
 		if s, w := get(r, "S"), get(r, "WORKDIR"); s == w {
 			t.Errorf("%s: S = WORKDIR (%s), which walnascar refuses", r, s)
 		}
+	}
+}
+
+// TestYoctoExampleBuild: the kas file is valid YAML naming the layer, the
+// poky release the layer is tested with and the three recipes; the wic
+// kickstart has two rootfs partitions of the same size, clear of the
+// environment fw_env.config.emmc places before the first partition.
+func TestYoctoExampleBuild(t *testing.T) {
+	var kas struct {
+		Header          struct{ Version int }
+		Machine         string
+		Repos           map[string]map[string]any
+		LocalConfHeader map[string]string `yaml:"local_conf_header"`
+	}
+	if err := yaml.Unmarshal(readRepo(t, layerDir+"/kas/otagw-example.yml"), &kas); err != nil {
+		t.Fatalf("kas file: %v", err)
+	}
+	if kas.Header.Version == 0 || kas.Machine == "" || kas.Repos["poky"]["branch"] != "walnascar" {
+		t.Errorf("kas file: header %d, machine %q, poky %v", kas.Header.Version, kas.Machine, kas.Repos["poky"])
+	}
+	if _, ok := kas.Repos["meta-otagw"]["layers"].(map[string]any)[layerDir]; !ok {
+		t.Errorf("kas file does not add %s", layerDir)
+	}
+	conf := kas.LocalConfHeader["otagw"]
+	for _, want := range []string{"otagw otagw-boot-script otagw-fw-env", `WKS_FILE = "otagw-ab-emmc.wks"`, "fw_env.config.emmc"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("kas local_conf_header lacks %q", want)
+		}
+	}
+	wks := string(readRepo(t, layerDir+"/wic/otagw-ab-emmc.wks"))
+	var rootfs []string
+	for _, line := range strings.Split(wks, "\n") {
+		if strings.HasPrefix(line, "part ") && strings.Contains(line, "--source rootfs") {
+			rootfs = append(rootfs, regexp.MustCompile(`--fixed-size \S+`).FindString(line))
+		}
+	}
+	if len(rootfs) != 2 || rootfs[0] == "" || rootfs[0] != rootfs[1] {
+		t.Errorf("wks: rootfs partitions %q, want two of one fixed size", rootfs)
+	}
+	// fw_env.config.emmc: copies at 0x400000 and 0x404000, 0x4000 each: the
+	// first partition must start at or after 0x408000 (--align is in KiB).
+	m := regexp.MustCompile(`(?m)^part \S+ .*--align (\d+)`).FindStringSubmatch(wks)
+	if m == nil {
+		t.Fatal("wks: first partition has no --align")
+	}
+	var kib int
+	fmt.Sscan(m[1], &kib)
+	if kib*1024 < 0x408000 {
+		t.Errorf("wks: the first partition starts at %d KiB, inside the U-Boot environment (ends at 0x408000)", kib)
 	}
 }
