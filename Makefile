@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/otagw/otagw/internal/buildinfo.Version=$(VERSION)
 BIN := bin
 
-.PHONY: help build cross deb test bench fuzz lint demo deps clean
+.PHONY: help build cross deb test yocto-check bench fuzz lint demo deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ deps: ## install the Debian packages the tests need (only the missing ones)
 
 test: ## the whole suite: deps, lint, go test ./..., a short fuzz pass of every target
 	sh scripts/test.sh
+
+yocto-check: ## yocto-check-layer on yocto/meta-otagw with real bitbake, offline (about 12 minutes)
+	sh scripts/yocto-check.sh
 
 bench: ## benchmarks, each against the physical limit measured in the same run
 	sh scripts/bench.sh

@@ -5,10 +5,11 @@
 set -eu
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
-# A tag v1.2.3 gives 1.2.3 (1.2.3+5+gabc1234 after it); no tag: 0.1.0+gHASH.
+# A tag v1.2.3 gives 1.2.3 (1.2.3+5+gabc1234 after it); no tag: the VERSION
+# file's version (the Yocto recipe's PV too) and the commit, 0.1.0+gHASH.
 if [ -z "${VERSION:-}" ]; then
 	VERSION=$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//; s/-/+/g' || true)
-	[ -n "$VERSION" ] || VERSION="0.1.0+g$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	[ -n "$VERSION" ] || VERSION="$(cat VERSION)+g$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 fi
 DIST=${DIST:-dist}
 mkdir -p "$DIST"

@@ -22,6 +22,13 @@ systemd-container:/usr/bin/systemd-nspawn
 lintian:/usr/bin/lintian
 nodejs:/usr/bin/node
 npm:/usr/bin/npm
+chrpath:/usr/bin/chrpath
+gawk:/usr/bin/gawk
+diffstat:/usr/bin/diffstat
+lz4:/usr/bin/lz4
+zstd:/usr/bin/zstd
+file:/usr/bin/file
+locales:/usr/sbin/locale-gen
 "
 
 # esptool-js (npm) for the third-party check of the ESP32 simulator
@@ -33,6 +40,17 @@ esptooljs() {
 	(cd "$d" && npm install --no-audit --no-fund --loglevel=error >&2)
 }
 
+# bitbake (tests/yocto_test.go) refuses to start without this locale.
+gen_locale() {
+	echo "test-deps: generating the locale en_US.UTF-8" >&2
+	$SUDO sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen
+	grep -q '^en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' | $SUDO tee -a /etc/locale.gen >/dev/null
+	$SUDO locale-gen >&2
+}
+need_locale() {
+	! locale -a 2>/dev/null | grep -qix 'en_US.utf-\{0,1\}8'
+}
+
 missing=""
 for n in $NEEDS; do
 	pkg=${n%%:*}
@@ -40,18 +58,20 @@ for n in $NEEDS; do
 	[ -e "$path" ] || missing="$missing $pkg"
 done
 
-if [ -z "$missing" ]; then
-	esptooljs
-	exit 0
-fi
-
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
 	SUDO="sudo"
+fi
+
+if [ -z "$missing" ]; then
+	if need_locale; then gen_locale; fi
+	esptooljs
+	exit 0
 fi
 echo "test-deps: installing$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >&2
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+if need_locale; then gen_locale; fi
 esptooljs

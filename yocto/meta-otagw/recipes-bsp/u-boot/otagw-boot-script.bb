@@ -10,8 +10,7 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda
 SRC_URI = "file://boot.cmd"
 
 # Yocto >= 5.1 unpacks into UNPACKDIR; older releases into WORKDIR.
-UNPACKDIR ??= "${WORKDIR}"
-S = "${UNPACKDIR}"
+S = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
 
 DEPENDS = "u-boot-mkimage-native"
 
@@ -21,7 +20,7 @@ do_configure[noexec] = "1"
 
 do_compile() {
 	uboot-mkimage -A ${UBOOT_ARCH} -T script -C none -n "otagw boot script" \
-		-d ${UNPACKDIR}/boot.cmd ${B}/boot.scr
+		-d ${S}/boot.cmd ${B}/boot.scr
 }
 
 do_install() {

@@ -12,14 +12,14 @@ OTAGW_FW_ENV_CONFIG ?= "fw_env.config.emmc"
 
 SRC_URI = "file://${OTAGW_FW_ENV_CONFIG}"
 
-UNPACKDIR ??= "${WORKDIR}"
-S = "${UNPACKDIR}"
+# Yocto >= 5.1 unpacks into UNPACKDIR; older releases into WORKDIR.
+S = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}"
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
 do_install() {
-	install -Dm 0644 ${UNPACKDIR}/${OTAGW_FW_ENV_CONFIG} ${D}${sysconfdir}/fw_env.config
+	install -Dm 0644 ${S}/${OTAGW_FW_ENV_CONFIG} ${D}${sysconfdir}/fw_env.config
 }
 
 FILES:${PN} = "${sysconfdir}/fw_env.config"

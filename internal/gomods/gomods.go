@@ -1,0 +1,227 @@
+// Package gomods turns go.sum into the gomod:// SRC_URI entries bitbake's
+// gomod fetcher (bitbake >= 2.10) fetches a Go module with: the module zip,
+// or only its go.mod (mod=1) for a module go.sum lists only by its go.mod,
+// each with the sha256 of the exact file the Go module proxy serves.
+//
+//	inc, err := gomods.Inc(".")                // the recipe's otagw-go-mods.inc
+//	mods, err := gomods.Parse(goSum)           // or step by step:
+//	err = gomods.Checksum(mods, cacheDir)      // sha256 from GOMODCACHE, checked against go.sum
+//	fmt.Print(gomods.Format(mods))
+//
+// The sha256 is taken from the module cache (GOMODCACHE/cache/download),
+// whose zips are the proxy's bytes; every file is checked against its go.sum
+// hash (dirhash h1) first, so a stale or foreign cache cannot slip in.
+package gomods
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Module is one gomod:// entry.
+type Module struct {
+	Path, Version string
+	ModOnly       bool   // only the go.mod file (mod=1)
+	Sum           string // the go.sum hash (h1:...) of the file fetched
+	SHA256        string // hex sha256 of the file the proxy serves
+}
+
+// Parse reads go.sum: a module listed with its zip hash becomes a zip entry,
+// one listed only with its go.mod hash a mod=1 entry. The order is go.sum's.
+func Parse(goSum []byte) ([]Module, error) {
+	var out []Module
+	index := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(goSum))
+	for n := 1; sc.Scan(); n++ {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 3 || !strings.HasPrefix(f[2], "h1:") {
+			return nil, fmt.Errorf("go.sum:%d: want \"module version h1:hash\", got %q", n, sc.Text())
+		}
+		ver, modOnly := strings.CutSuffix(f[1], "/go.mod")
+		key := f[0] + "@" + ver
+		i, seen := index[key]
+		switch {
+		case !seen:
+			index[key] = len(out)
+			out = append(out, Module{Path: f[0], Version: ver, ModOnly: modOnly, Sum: f[2]})
+		case out[i].ModOnly && !modOnly: // the zip line wins over the go.mod line
+			out[i].ModOnly, out[i].Sum = false, f[2]
+		}
+	}
+	return out, sc.Err()
+}
+
+// Escape applies the module cache's case encoding (golang.org/x/mod/module):
+// each upper-case letter becomes '!' and its lower-case form.
+func Escape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if 'A' <= r && r <= 'Z' {
+			b.WriteByte('!')
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// CacheFile is where the module cache keeps the file m fetches.
+func CacheFile(cacheDir string, m Module) string {
+	ext := ".zip"
+	if m.ModOnly {
+		ext = ".mod"
+	}
+	return filepath.Join(cacheDir, "cache", "download", Escape(m.Path), "@v", Escape(m.Version)+ext)
+}
+
+// ErrMissing means a module file is not in the module cache.
+var ErrMissing = errors.New("not in the module cache")
+
+// Checksum fills SHA256 of every module from the module cache, after
+// checking each file against its go.sum hash.
+func Checksum(mods []Module, cacheDir string) error {
+	for i := range mods {
+		m := &mods[i]
+		file := CacheFile(cacheDir, *m)
+		data, err := os.ReadFile(file)
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s@%s: %s: %w", m.Path, m.Version, file, ErrMissing)
+		}
+		if err != nil {
+			return err
+		}
+		var h1 string
+		if m.ModOnly {
+			h1 = hash1([]hashedFile{{"go.mod", sha256.Sum256(data)}})
+		} else if h1, err = hashZip(data); err != nil {
+			return fmt.Errorf("%s@%s: %s: %w", m.Path, m.Version, file, err)
+		}
+		if h1 != m.Sum {
+			return fmt.Errorf("%s@%s: %s has %s, go.sum says %s", m.Path, m.Version, file, h1, m.Sum)
+		}
+		sum := sha256.Sum256(data)
+		m.SHA256 = hex.EncodeToString(sum[:])
+	}
+	return nil
+}
+
+type hashedFile struct {
+	name string
+	sum  [32]byte
+}
+
+// hash1 is golang.org/x/mod/sumdb/dirhash.Hash1: the sha256 of the sorted
+// "sha256hex  name\n" lines, base64, prefixed "h1:".
+func hash1(files []hashedFile) string {
+	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
+	h := sha256.New()
+	for _, f := range files {
+		fmt.Fprintf(h, "%x  %s\n", f.sum, f.name)
+	}
+	return "h1:" + base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
+
+func hashZip(data []byte) (string, error) {
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return "", err
+	}
+	var files []hashedFile
+	for _, zf := range zr.File {
+		if strings.HasSuffix(zf.Name, "/") {
+			continue
+		}
+		rc, err := zf.Open()
+		if err != nil {
+			return "", err
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, rc)
+		rc.Close()
+		if err != nil {
+			return "", err
+		}
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		files = append(files, hashedFile{zf.Name, sum})
+	}
+	return hash1(files), nil
+}
+
+// Header opens every generated .inc.
+const Header = `# Generated by ` + "`go run ./scripts/yocto-gomods`" + ` from go.mod and go.sum: do not edit.
+# Every Go module otagw builds with, for bitbake's gomod fetcher (bitbake >=
+# 2.10, Yocto >= 5.1): do_fetch downloads each module zip (mod=1: only its
+# go.mod) from the Go module proxy and checks the sha256sum; do_unpack puts
+# it into the module cache (GOMODCACHE), so do_compile needs no network.
+`
+
+// Format writes the .inc for mods.
+func Format(mods []Module) []byte {
+	var b bytes.Buffer
+	b.WriteString(Header)
+	b.WriteString("SRC_URI += \"\\\n")
+	for _, m := range mods {
+		fmt.Fprintf(&b, "    gomod://%s;version=%s", m.Path, m.Version)
+		if m.ModOnly {
+			b.WriteString(";mod=1")
+		}
+		fmt.Fprintf(&b, ";sha256sum=%s \\\n", m.SHA256)
+	}
+	b.WriteString("\"\n")
+	return b.Bytes()
+}
+
+// Inc reads dir/go.sum and returns the .inc. A module file missing from the
+// module cache is downloaded first (`go mod download`, which checks it
+// against go.sum too).
+func Inc(dir string) ([]byte, error) {
+	goSum, err := os.ReadFile(filepath.Join(dir, "go.sum"))
+	if err != nil {
+		return nil, err
+	}
+	mods, err := Parse(goSum)
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		return nil, fmt.Errorf("go env GOMODCACHE: %w", err)
+	}
+	cache := strings.TrimSpace(string(out))
+	if err := Checksum(mods, cache); errors.Is(err, ErrMissing) {
+		var args []string
+		for _, m := range mods {
+			if _, err := os.Stat(CacheFile(cache, m)); err != nil {
+				args = append(args, m.Path+"@"+m.Version)
+			}
+		}
+		cmd := exec.Command("go", append([]string{"mod", "download"}, args...)...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go mod download: %w\n%s", err, out)
+		}
+		err = Checksum(mods, cache)
+		if err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	return Format(mods), nil
+}
