@@ -28,7 +28,7 @@ deps: ## install the Debian packages the tests need (only the missing ones)
 test: ## the whole suite: deps, lint, go test ./..., a short fuzz pass of every target
 	sh scripts/test.sh
 
-yocto-check: ## yocto-check-layer on yocto/meta-otagw with real bitbake, offline (about 12 minutes)
+yocto-check: ## yocto-check-layer on yocto/meta-otagw with real bitbake, offline (about 25 minutes on 2 cores)
 	sh scripts/yocto-check.sh
 
 bench: ## benchmarks, each against the physical limit measured in the same run
