@@ -142,3 +142,82 @@ type Maintenance struct {
 	Reboot    string     `json:"reboot"` // manual, window
 	RebootAt  *time.Time `json:"reboot_at,omitempty"`
 }
+
+// State names of the daemon's update flow (Status.State and Event.State).
+// The transition table that moves between them lives in internal/daemon.
+const (
+	StateStarting    = "starting"    // restoring the persisted record after a (re)start
+	StateIdle        = "idle"        // nothing pending
+	StateDownloading = "downloading" // fetching a bundle before installing it
+	StateInstalling  = "installing"  // writing the inactive slot
+	StateInstalled   = "installed"   // slot written and selected, waiting for the reboot
+	StateRebooting   = "rebooting"   // reboot requested
+	StateAssessing   = "assessing"   // booted into the new slot, health checks running
+	StateCommitted   = "committed"   // the new slot is good and primary
+	StateRolledBack  = "rolled-back" // the new slot failed; the old one boots again
+	StateFlashing    = "flashing"    // MCU fan-out running
+	StateFailed      = "failed"      // the last step failed (Event.Kind, Event.Error, Event.Attempt)
+)
+
+// Event types on GET /v1/events.
+const (
+	EventState    = "state"    // the daemon entered State (from From)
+	EventProgress = "progress" // a long step moved on (Done of Total)
+	EventDevice   = "device"   // an MCU device changed phase or finished (Device, Phase, Result)
+	EventDone     = "done"     // a request the caller started finished
+	EventError    = "error"    // a request failed (Kind, Error)
+	EventLagged   = "lagged"   // the subscriber fell behind and is dropped; reconnect
+)
+
+// Event is one line of GET /v1/events (NDJSON), and of the install and MCU
+// flash streams, which are filtered views of the same events. One shape for
+// all: fields that do not apply to a type are omitted.
+type Event struct {
+	Seq  uint64    `json:"seq"` // increases by one per event the daemon publishes
+	Time time.Time `json:"time"`
+	Type string    `json:"type"` // EventState, EventProgress, ...
+
+	State   string `json:"state,omitempty"` // the state entered (type state), or the state the event belongs to
+	From    string `json:"from,omitempty"`  // the state left (type state)
+	Message string `json:"message,omitempty"`
+
+	Release string `json:"release,omitempty"` // bundle version involved
+	Slot    string `json:"slot,omitempty"`    // rootfs slot involved
+	Bundle  string `json:"bundle,omitempty"`  // bundle file name or URL
+	Source  string `json:"source,omitempty"`  // where the work came from: cli, channel, resume
+
+	Device string `json:"device,omitempty"` // MCU device name
+	Bus    string `json:"bus,omitempty"`
+	Phase  string `json:"phase,omitempty"`  // identify, erase, write, verify, start
+	Result string `json:"result,omitempty"` // success, not-needed, postponed, failed
+
+	Payload string  `json:"payload,omitempty"` // bundle payload being written
+	Chunk   int     `json:"chunk,omitempty"`
+	Chunks  int     `json:"chunks,omitempty"`
+	Done    int64   `json:"done,omitempty"`
+	Total   int64   `json:"total,omitempty"`
+	Rate    float64 `json:"rate,omitempty"` // bytes per second
+
+	Attempt int    `json:"attempt,omitempty"` // failed: how many times this step has failed in a row
+	Retries int    `json:"retries,omitempty"` // MCU line errors absorbed
+	Kind    string `json:"kind,omitempty"`    // error kind, e.g. downgrade-refused, verify-failed
+	Error   string `json:"error,omitempty"`
+
+	Devices []DeviceResult `json:"devices,omitempty"` // type done of an MCU fan-out
+}
+
+// DeviceResult is one device's outcome at the end of an MCU fan-out.
+type DeviceResult struct {
+	Device  string `json:"device"`
+	Bus     string `json:"bus,omitempty"`
+	Result  string `json:"result"`
+	Version string `json:"version,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Retries int    `json:"retries,omitempty"`
+}
+
+// Terminal reports whether e ends the stream of a request (done or error)
+// or the subscription (lagged).
+func (e Event) Terminal() bool {
+	return e.Type == EventDone || e.Type == EventError || e.Type == EventLagged
+}
