@@ -19,6 +19,12 @@ OTAGW="$ROOT/bin/otagw"
 
 say() { printf '\n\033[1;34m== %s\033[0m\n' "$*" >&2; }
 run() { printf '\033[1m$ %s\033[0m\n' "$*" >&2; "$@"; }
+# refused runs a step that must fail (a refused downgrade): the demo stops
+# if it succeeds.
+refused() {
+	printf '\033[1m$ %s\033[0m   (must be refused)\n' "$*" >&2
+	if "$@"; then echo "demo: that step should have been refused" >&2; exit 1; fi
+}
 
 say "building bin/otagw"
 make -s build
@@ -149,6 +155,8 @@ cleanup() {
 	for f in server mcu1 mcu2 mcu3; do kill "$(cat "$D/run/$f.pid")" 2>/dev/null || true; done
 }
 trap 'cleanup; exit 0' INT TERM
+# A failed step (set -e) must not leave the daemon and simulators running.
+trap cleanup EXIT
 
 export OTAGW_SOCKET="$D/run/otagw.sock"
 start_daemon
@@ -167,12 +175,15 @@ run "$OTAGW" sim boot --config "$D/otagw.yaml" >&2
 start_daemon
 say "the daemon assesses the new release (health checks), then commits it"
 i=0
-until "$OTAGW" status --json | grep -q '"outcome"'; do i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.2; done
+until "$OTAGW" status --json | grep -q '"outcome": *"committed"'; do
+	i=$((i + 1)); [ $i -lt 600 ] || { echo "demo: the new release was not committed" >&2; exit 1; }
+	sleep 0.2
+done
 run "$OTAGW" status
 run "$OTAGW" health
 
 say "the old release is now a downgrade and is refused"
-run "$OTAGW" install "$URL/gw-1.0.0.otagw" || true
+refused "$OTAGW" install "$URL/gw-1.0.0.otagw"
 
 say "the floor has a second copy in the U-Boot environment, written with the boot switch and the commit"
 run "$OTAGW" env print -c "$D/boot/fw_env.config" --lock "$D/run/fw_env.lock" otagw_anchor_min_version otagw_anchor_seq
@@ -181,7 +192,7 @@ stop_daemon
 rm -f "$D/state/state"
 start_daemon
 run "$OTAGW" status
-run "$OTAGW" install "$URL/gw-1.0.0.otagw" || true
+refused "$OTAGW" install "$URL/gw-1.0.0.otagw"
 
 say "MCU firmware: signed packages, fanned out over both buses in parallel"
 head -c 48K /dev/urandom >"$D/images/motor-ctl.bin"
