@@ -15,26 +15,26 @@ import (
 // flowGateway is a gateway whose daemon "reboots" by writing a marker
 // file, and whose boot loader is `otagw sim boot` (boot.cmd on the Go
 // model of U-Boot). Health: one required file check.
-func flowGateway(t *testing.T, assessment string) *gateway {
+func flowGateway(t *testing.T, backend, assessment string) *gateway {
 	t.Helper()
 	dir := testDir(t)
 	reboot := filepath.Join(dir, "reboot.sh")
 	os.WriteFile(reboot, []byte("#!/bin/sh\necho \"$OTAGW_REBOOT_REASON\" > "+filepath.Join(dir, "rebooted")+"\n"), 0o755)
-	g := newGatewayIn(t, dir, 32<<20, fmt.Sprintf(`health:
+	g := newGatewayBackend(t, dir, 32<<20, fmt.Sprintf(`health:
   checks:
     - {name: app-data, file: %s}
 assessment:
 %s  committed_unit: ""
 `, filepath.Join(dir, "healthy"), assessment),
-		fmt.Sprintf("  uptime_file: %s\n  reboot_command: [/bin/sh, %s]\n", filepath.Join(dir, "uptime"), reboot))
+		fmt.Sprintf("  uptime_file: %s\n  reboot_command: [/bin/sh, %s]\n", filepath.Join(dir, "uptime"), reboot), backend)
 	return g
 }
 
 // installedGateway is a flow gateway booted from A with release 2.0.0
 // installed into B and the daemon stopped: the next boot tries B.
-func installedGateway(t *testing.T, assessment string) *gateway {
+func installedGateway(t *testing.T, backend, assessment string) *gateway {
 	t.Helper()
-	g := flowGateway(t, assessment)
+	g := flowGateway(t, backend, assessment)
 	g.boot(t)
 	b := g.bundle(t, "2.0.0", testImage(4<<20))
 	d := g.start(t)
@@ -89,6 +89,19 @@ func (g *gateway) install(t *testing.T, bundle string) (string, int) {
 	return out + e, code
 }
 
+// forBackends runs a flow test on both boot backends, in parallel: the
+// file backend and the uboot backend (a redundant U-Boot environment
+// through fw_env.config, read back with fw_printenv).
+func forBackends(t *testing.T, f func(t *testing.T, backend string)) {
+	t.Parallel()
+	for _, b := range []string{"file", "uboot"} {
+		t.Run(b, func(t *testing.T) {
+			t.Parallel()
+			f(t, b)
+		})
+	}
+}
+
 func slot(st api.Status, name string) api.SlotStatus {
 	for _, s := range st.Slots {
 		if s.Bootname == name {
@@ -100,9 +113,10 @@ func slot(st api.Status, name string) api.SlotStatus {
 
 // TestFlowGoodReleaseCommits: install -> reboot -> checks pass -> commit;
 // the minimum version rises so the old release is now refused.
-func TestFlowGoodReleaseCommits(t *testing.T) {
-	t.Parallel()
-	g := flowGateway(t, "  deadline: 60s\n  retry_interval: 1s\n")
+func TestFlowGoodReleaseCommits(t *testing.T) { forBackends(t, testFlowGoodReleaseCommits) }
+
+func testFlowGoodReleaseCommits(t *testing.T, backend string) {
+	g := flowGateway(t, backend, "  deadline: 60s\n  retry_interval: 1s\n")
 	os.WriteFile(filepath.Join(g.Dir, "healthy"), nil, 0o644)
 	if s := g.boot(t); s != "A" {
 		t.Fatalf("first boot: slot %s", s)
@@ -176,9 +190,10 @@ func TestFlowGoodReleaseCommits(t *testing.T) {
 
 // TestFlowBadReleaseRollsBack: install -> reboot -> failing health check
 // -> mark bad -> reboot -> old slot, with the tries as expected.
-func TestFlowBadReleaseRollsBack(t *testing.T) {
-	t.Parallel()
-	g := installedGateway(t, "  deadline: 3s\n  retry_interval: 1s\n")
+func TestFlowBadReleaseRollsBack(t *testing.T) { forBackends(t, testFlowBadReleaseRollsBack) }
+
+func testFlowBadReleaseRollsBack(t *testing.T, backend string) {
+	g := installedGateway(t, backend, "  deadline: 3s\n  retry_interval: 1s\n")
 	if s := g.boot(t); s != "B" {
 		t.Fatalf("booted %s, want B", s)
 	}
@@ -227,9 +242,10 @@ func TestFlowBadReleaseRollsBack(t *testing.T) {
 // TestFlowCrashLoopFallsBack kills the daemon during every assessment of
 // the new slot: the daemon never decides, and U-Boot's try counter alone
 // brings the board back to the old slot.
-func TestFlowCrashLoopFallsBack(t *testing.T) {
-	t.Parallel()
-	g := installedGateway(t, "  deadline: 10m\n  retry_interval: 1s\n")
+func TestFlowCrashLoopFallsBack(t *testing.T) { forBackends(t, testFlowCrashLoopFallsBack) }
+
+func testFlowCrashLoopFallsBack(t *testing.T, backend string) {
+	g := installedGateway(t, backend, "  deadline: 10m\n  retry_interval: 1s\n")
 	var seq []string
 	var left []string
 	for i := 0; i < 6; i++ {

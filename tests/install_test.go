@@ -25,6 +25,10 @@ import (
 type gateway struct {
 	Dir, Config, Socket, Env, Cmdline, Keys string
 	SlotA, SlotB                            string
+	// Backend is the boot backend: "file" (Env is a text file) or "uboot"
+	// (Env is a redundant U-Boot environment image, two 16 KiB copies,
+	// described by FWEnvConfig as fw_printenv reads it).
+	Backend, FWEnvConfig, EnvLock string
 }
 
 func newGateway(t *testing.T, slotSize int64, extra string) *gateway {
@@ -34,9 +38,15 @@ func newGateway(t *testing.T, slotSize int64, extra string) *gateway {
 
 func newGatewayIn(t *testing.T, dir string, slotSize int64, extra, extraDaemon string) *gateway {
 	t.Helper()
+	return newGatewayBackend(t, dir, slotSize, extra, extraDaemon, "file")
+}
+
+// newGatewayBackend is newGatewayIn on the given boot backend.
+func newGatewayBackend(t *testing.T, dir string, slotSize int64, extra, extraDaemon, backend string) *gateway {
+	t.Helper()
 	g := &gateway{Dir: dir, Socket: filepath.Join(dir, "otagw.sock"), Env: filepath.Join(dir, "bootenv.txt"),
 		Cmdline: filepath.Join(dir, "cmdline"), Keys: filepath.Join(dir, "keys"),
-		SlotA: filepath.Join(dir, "A.img"), SlotB: filepath.Join(dir, "B.img")}
+		SlotA: filepath.Join(dir, "A.img"), SlotB: filepath.Join(dir, "B.img"), Backend: backend}
 	for _, s := range []string{g.SlotA, g.SlotB} {
 		if err := os.WriteFile(s, nil, 0o644); err != nil {
 			t.Fatal(err)
@@ -47,11 +57,25 @@ func newGatewayIn(t *testing.T, dir string, slotSize int64, extra, extraDaemon s
 	if _, e, code := otagw(t, nil, "keygen", "--out", g.Keys); code != 0 {
 		t.Fatalf("keygen: %s", e)
 	}
-	g.Config = writeConfig(t, dir, extraDaemon, fmt.Sprintf(`boot:
-  backend: file
-  file: %s
-  cmdline: %s
-rootfs:
+	bootSection := fmt.Sprintf("boot:\n  backend: file\n  file: %s\n  cmdline: %s\n", g.Env, g.Cmdline)
+	if backend == "uboot" {
+		g.Env = filepath.Join(dir, "uboot.env")
+		g.FWEnvConfig = filepath.Join(dir, "fw_env.config")
+		g.EnvLock = filepath.Join(dir, "fw_env.lock")
+		os.WriteFile(g.Env, nil, 0o644)
+		os.Truncate(g.Env, 32<<10)
+		os.WriteFile(g.FWEnvConfig, []byte(fmt.Sprintf("%s 0x0000 0x4000\n%s 0x4000 0x4000\n", g.Env, g.Env)), 0o644)
+		defaults := filepath.Join(dir, "default-env.txt")
+		os.WriteFile(defaults, []byte("BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n"), 0o644)
+		if _, e, code := otagw(t, nil, "env", "set", "-c", g.FWEnvConfig, "--lock", g.EnvLock, "-f", defaults, "otagw_test", "1"); code != 0 {
+			t.Fatalf("env set -f: %s", e)
+		}
+		bootSection = fmt.Sprintf("boot:\n  backend: uboot\n  fw_env_config: %s\n  lock_file: %s\n  cmdline: %s\n",
+			g.FWEnvConfig, g.EnvLock, g.Cmdline)
+	} else if backend != "file" {
+		t.Fatalf("unknown boot backend %q", backend)
+	}
+	g.Config = writeConfig(t, dir, extraDaemon, fmt.Sprintf(`%srootfs:
   slots:
     - {name: rootfs.0, class: rootfs, device: %s, bootname: A}
     - {name: rootfs.1, class: rootfs, device: %s, bootname: B}
@@ -59,7 +83,7 @@ rootfs:
 update:
   keyring: %s
   compatible: otagw-test-gw
-%s`, g.Env, g.Cmdline, g.SlotA, g.SlotB, g.Keys, extra))
+%s`, bootSection, g.SlotA, g.SlotB, g.Keys, extra))
 	return g
 }
 
@@ -78,10 +102,24 @@ func (g *gateway) bundle(t *testing.T, version string, image []byte, args ...str
 	return out
 }
 
-// env reads the file boot environment.
+// env reads the boot environment: the text file of the file backend, or,
+// on the uboot backend, the U-Boot environment as U-Boot's own tool
+// (libubootenv's fw_printenv) reads it through fw_env.config.
 func (g *gateway) env(t *testing.T) map[string]string {
 	t.Helper()
 	m := map[string]string{}
+	if g.Backend == "uboot" {
+		out, err := exec.Command("fw_printenv", "-c", g.FWEnvConfig).CombinedOutput()
+		if err != nil {
+			t.Fatalf("fw_printenv -c %s (Debian package libubootenv-tool): %v\n%s", g.FWEnvConfig, err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if k, v, ok := strings.Cut(l, "="); ok {
+				m[k] = v
+			}
+		}
+		return m
+	}
 	b, err := os.ReadFile(g.Env)
 	if err != nil {
 		return m

@@ -77,7 +77,7 @@ func TestKillAtEveryPersistencePoint(t *testing.T) {
 	for _, p := range points {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			g := flowGateway(t, "  deadline: 60s\n  retry_interval: 1s\n")
+			g := flowGateway(t, "uboot", "  deadline: 60s\n  retry_interval: 1s\n")
 			os.WriteFile(filepath.Join(g.Dir, "healthy"), nil, 0o644)
 			oldA, _ := os.ReadFile(g.SlotA)
 			img := testImage(6 << 20)
@@ -251,7 +251,7 @@ func TestFloorSurvivesStateLoss(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			g := flowGateway(t, "  deadline: 60s\n  retry_interval: 1s\n")
+			g := flowGateway(t, "file", "  deadline: 60s\n  retry_interval: 1s\n")
 			os.WriteFile(filepath.Join(g.Dir, "healthy"), nil, 0o644)
 			g.boot(t)
 			older := g.bundle(t, "1.0.0", testImage(4<<20))
