@@ -23,8 +23,11 @@ race_pkgs=$(grep -rlE --include='*.go' --exclude='*_test.go' '(^|[[:space:]])go 
 echo "race detector over:" $race_pkgs
 CGO_ENABLED=1 go test -race -count=1 -timeout 20m $race_pkgs
 # The end-to-end tests run again against a daemon built with -race: the
-# whole update flow, the MCU fan-out and the stall/kill paths.
-RACE_E2E='^(TestFlowGoodReleaseCommits|TestFlowBadReleaseRollsBack|TestMCUMixedFleetThroughDaemon|TestInstallKill9Resume|TestInstallBusyAndCancelWhileHeadStalls|TestMaintenanceWindows|TestConfigApply)$'
+# whole update flow, the MCU fan-out, the stall and cancel paths, windows
+# and config apply. (TestInstallKill9Resume is left out: its kills are
+# timed against the network rate, and a -race daemon is slow enough to
+# finish a life's work between two kills.)
+RACE_E2E='^(TestFlowGoodReleaseCommits|TestFlowBadReleaseRollsBack|TestMCUMixedFleetThroughDaemon|TestInstallBusyAndCancelWhileHeadStalls|TestMaintenanceWindows|TestConfigApply)$'
 OTAGW_E2E_RACE=1 go test -count=1 -timeout 20m -run "$RACE_E2E" ./tests/
 sh scripts/fuzz.sh
 echo "make test: all passed"
