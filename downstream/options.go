@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/otagw/otagw/downstream/reset"
+	"github.com/otagw/otagw/downstream/spi"
 )
 
 // ProtocolSTM32UART is the old bus-level form `protocol: stm32-uart`:
@@ -32,12 +33,14 @@ const (
 // Transports a bus can be.
 const (
 	TransportUART = "uart"
+	TransportSPI  = "spi" // spidev; STM32 devices only (AN4286)
 )
 
-// Bus is one physical connection (a UART) with its line settings.
+// Bus is one physical connection (a UART, or an SPI chip select) with its
+// line settings.
 type Bus struct {
 	Name      string `yaml:"name" json:"name"`
-	Transport string `yaml:"transport" json:"transport,omitempty"` // uart (default)
+	Transport string `yaml:"transport" json:"transport,omitempty"` // uart (default) or spi
 	// Protocol is the deprecated bus-level protocol; only stm32-uart.
 	Protocol string `yaml:"protocol" json:"protocol,omitempty"`
 	Port     string `yaml:"port" json:"port"` // /dev/ttyS1
@@ -48,6 +51,20 @@ type Bus struct {
 	// Reset is the default strategy for the bus's devices: manual, dtr-rts,
 	// esp32-classic, gpio:CHIP:BOOT0LINE:NRSTLINE or gpio-esp32:CHIP:STRAPLINE:ENLINE.
 	Reset string `yaml:"reset" json:"reset"`
+	// Device is an SPI bus's spidev node (/dev/spidev0.0), one device per
+	// chip select. "sim:PATH" is the simulator socket of tests and the demo.
+	Device string `yaml:"device" json:"device,omitempty"`
+	// Mode is the SPI mode 0..3 (the STM32 bootloader: 0).
+	Mode uint8 `yaml:"mode" json:"mode,omitempty"`
+	// SpeedHz is the SPI clock; 0 = 1 MHz (the STM32 bootloader: up to 8 MHz).
+	SpeedHz uint32 `yaml:"speed_hz" json:"speed_hz,omitempty"`
+	// BitsPerWord is the SPI word size; 0 = 8 (the only one the bootloader speaks).
+	BitsPerWord uint8 `yaml:"bits_per_word" json:"bits_per_word,omitempty"`
+}
+
+// SPIConfig is an spi bus's settings for spi.Open.
+func (b Bus) SPIConfig() spi.Config {
+	return spi.Config{Device: b.Device, Mode: b.Mode, SpeedHz: b.SpeedHz, BitsPerWord: b.BitsPerWord}
 }
 
 // TransportName is the bus's transport, with the defaults applied.
@@ -129,11 +146,22 @@ func (o Options) Validate() error {
 		if b.Protocol != "" && b.Protocol != ProtocolSTM32UART {
 			errs = append(errs, fmt.Errorf("%s.protocol: %q: protocols are set per device now (protocol: %s); the bus takes transport: %s", at, b.Protocol, ProtocolSTM32, TransportUART))
 		}
-		if t := b.TransportName(); t != TransportUART {
-			errs = append(errs, fmt.Errorf("%s.transport: %q: supported: %s", at, t, TransportUART))
-		}
-		if b.Port == "" {
-			errs = append(errs, fmt.Errorf("%s.port: empty", at))
+		switch t := b.TransportName(); t {
+		case TransportUART:
+			if b.Port == "" {
+				errs = append(errs, fmt.Errorf("%s.port: empty", at))
+			}
+		case TransportSPI:
+			if err := b.SPIConfig().Validate(); err != nil {
+				for _, e := range unjoin(err) { // each names its field: "mode: ..."
+					errs = append(errs, fmt.Errorf("%s.%w", at, e))
+				}
+			}
+			if b.Port != "" {
+				errs = append(errs, fmt.Errorf("%s.port: an spi bus names its spidev node in device:, not port:", at))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("%s.transport: %q: supported: %s, %s", at, t, TransportUART, TransportSPI))
 		}
 		switch b.Parity {
 		case "", "even", "none", "odd":
@@ -158,15 +186,13 @@ func (o Options) Validate() error {
 		devs[d.Name] = true
 		if !buses[d.Bus] {
 			errs = append(errs, fmt.Errorf("%s.bus: no bus named %q", at, d.Bus))
+		} else if b, _ := o.BusByName(d.Bus); b.TransportName() == TransportSPI && o.ProtocolOf(d) != ProtocolSTM32 {
+			errs = append(errs, fmt.Errorf("%s.protocol: %s cannot run on spi bus %q (only %s speaks SPI)", at, o.ProtocolOf(d), d.Bus, ProtocolSTM32))
 		}
 		if p, err := Lookup(o.ProtocolOf(d)); err != nil {
 			errs = append(errs, fmt.Errorf("%s.protocol: %w", at, err))
 		} else if err := p.ValidateDevice(d); err != nil {
-			list := []error{err}
-			if j, ok := err.(interface{ Unwrap() []error }); ok {
-				list = j.Unwrap()
-			}
-			for _, e := range list { // each names its field: "product_id: ..."
+			for _, e := range unjoin(err) { // each names its field: "product_id: ..."
 				errs = append(errs, fmt.Errorf("%s.%w", at, e))
 			}
 		}
@@ -189,6 +215,14 @@ func (o Options) Validate() error {
 		errs = append(errs, fmt.Errorf("downstream.esp32: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// unjoin splits an errors.Join into its errors.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // BusByName finds a bus.

@@ -41,7 +41,7 @@ type block struct {
 // which pages are erased and which 256-byte blocks are written and
 // verified, so that a Run after an error resumes where the last one stopped.
 type Flasher struct {
-	c       *Client
+	c       Bootloader
 	chip    *chips.Chip
 	o       Options
 	blocks  []*block
@@ -95,7 +95,7 @@ func Normalize(segs []Segment) []Segment {
 
 // NewFlasher plans the flashing of segs into chip: every byte must lie in
 // the chip's flash (chips.ErrOutOfFlash otherwise).
-func NewFlasher(c *Client, chip *chips.Chip, segs []Segment, o Options) (*Flasher, error) {
+func NewFlasher(c Bootloader, chip *chips.Chip, segs []Segment, o Options) (*Flasher, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}

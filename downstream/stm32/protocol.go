@@ -10,6 +10,7 @@ import (
 	"github.com/otagw/otagw/downstream/link"
 	"github.com/otagw/otagw/downstream/mcupkg"
 	"github.com/otagw/otagw/downstream/reset"
+	"github.com/otagw/otagw/downstream/spi"
 	"github.com/otagw/otagw/downstream/stm32/chips"
 )
 
@@ -60,14 +61,22 @@ func (Protocol) Check(d downstream.Device, p *mcupkg.Package) error {
 // Parity: the ROM bootloader's USART runs 8E1.
 func (Protocol) Parity() string { return "even" }
 
-// Open returns a session; nothing is sent yet.
-func (Protocol) Open(l link.Link, rs reset.Strategy, _ downstream.Bus, d downstream.Device, p *mcupkg.Package, o downstream.Options) downstream.Session {
+// Open returns a session; nothing is sent yet. On a bus with transport
+// spi the session speaks AN4286 over the bus's spi.Conn, otherwise AN3155
+// over the byte stream.
+func (Protocol) Open(l link.Link, rs reset.Strategy, b downstream.Bus, d downstream.Device, p *mcupkg.Package, o downstream.Options) downstream.Session {
 	chip, _ := chips.Lookup(d.ProductID)
-	return &session{c: New(l, o.STM32), rs: rs, dev: d, pkg: p, chip: chip, o: o.STM32}
+	var c Bootloader = New(l, o.STM32)
+	if b.TransportName() == downstream.TransportSPI {
+		if sc, ok := spi.ConnOf(l); ok {
+			c = NewSPI(sc, o.STM32)
+		}
+	}
+	return &session{c: c, rs: rs, dev: d, pkg: p, chip: chip, o: o.STM32}
 }
 
 type session struct {
-	c    *Client
+	c    Bootloader
 	rs   reset.Strategy
 	dev  downstream.Device
 	pkg  *mcupkg.Package

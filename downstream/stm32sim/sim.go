@@ -57,7 +57,10 @@ type Stats struct {
 	Erases      int          `json:"erases"`       // erase operations performed (incl. mass erase)
 	PagesErased int          `json:"pages_erased"`
 	Resets      int          `json:"resets"`
-	Injected    Injected     `json:"injected"`
+	// IdleClocks (SPI face) counts bytes the host clocked while the
+	// bootloader had nothing to send: ACK polls, busy periods, dummies.
+	IdleClocks int64    `json:"idle_clocks,omitempty"`
+	Injected   Injected `json:"injected"`
 }
 
 // Injected counts the faults injected.
