@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register("sim stm32", "simulate an STM32 ROM bootloader on a pseudo-terminal (prints its path)", runSimSTM32)
+	register("sim stm32", "simulate an STM32 ROM bootloader on a pseudo-terminal, or with --spi on an SPI simulator socket (prints its path)", runSimSTM32)
 }
 
 func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -27,6 +27,7 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	rdp := fs.Bool("read-protected", false, "start with readout protection")
 	wrp := fs.Bool("write-protected", false, "start with write protection")
 	statsFile := fs.String("stats", "", "write the byte and round-trip counters as JSON to this file on exit")
+	spiSock := fs.String("spi", "", "serve the SPI face (AN4286) on this Unix socket instead of a pty; an spi bus reaches it as device: sim:PATH (tests and demo only)")
 	list := fs.Bool("list", false, "list the simulated chips and exit")
 	asJSON := fs.Bool("json", false, "with --list: print JSON")
 	if err := fs.Parse(args); err != nil {
@@ -67,18 +68,34 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return 2
 	}
 	sim := stm32sim.New(chip, stm32sim.Options{Faults: f, Seed: *seed, EraseTime: *eraseTime, ReadProtected: *rdp, WriteProtected: *wrp})
-	p, err := stm32sim.ServePTY(ctx, sim)
-	if err != nil {
-		fmt.Fprintf(stderr, "otagw sim stm32: %v\n", err)
-		return 1
+	var path string
+	var closer io.Closer
+	if *spiSock != "" {
+		ln, err := stm32sim.ServeSPISocket(ctx, sim, *spiSock)
+		if err != nil {
+			fmt.Fprintf(stderr, "otagw sim stm32: --spi: %v\n", err)
+			return 1
+		}
+		path, closer = *spiSock, ln
+	} else {
+		p, err := stm32sim.ServePTY(ctx, sim)
+		if err != nil {
+			fmt.Fprintf(stderr, "otagw sim stm32: %v\n", err)
+			return 1
+		}
+		path, closer = p.Path, p
 	}
-	fmt.Fprintln(stdout, p.Path)
+	fmt.Fprintln(stdout, path)
 	if fl, ok := stdout.(*os.File); ok {
 		fl.Sync()
 	}
-	fmt.Fprintf(stderr, "simulating %s (bootloader 0x%02x) on %s until interrupted\n", chip, chip.BootloaderVersion, p.Path)
+	face := "USART"
+	if *spiSock != "" {
+		face = "SPI"
+	}
+	fmt.Fprintf(stderr, "simulating %s (bootloader 0x%02x) over %s on %s until interrupted\n", chip, chip.BootloaderVersion, face, path)
 	<-ctx.Done()
-	p.Close()
+	closer.Close()
 	st := sim.Stats()
 	fmt.Fprintf(stderr, "host_bytes=%d device_bytes=%d round_trips=%d erases=%d pages_erased=%d\n", st.HostBytes, st.DeviceBytes, st.RoundTrips, st.Erases, st.PagesErased)
 	if *statsFile != "" {
