@@ -33,7 +33,7 @@ func TestSPIWireTrace(t *testing.T) {
 	}
 	defer f.Close()
 	steps := []struct {
-		name      string
+		name       string
 		mosi, want []byte
 	}{
 		{"sync", []byte{0x5A}, []byte{0xA5}},
