@@ -35,8 +35,12 @@ type SPIClient struct {
 	c    spi.Conn
 	o    Options
 	info Info
+	tx   []byte
 	rx   []byte
-	// Polls counts ACK polls (dummy bytes clocked while waiting).
+	// pend is the host's closing 0x79 of the last ACK procedure: it leads
+	// the next transfer (the bytes on the wire are the same as sending it
+	// alone, with one transfer less per frame); flush sends it alone.
+	pend  bool
 	polls int64
 }
 
@@ -53,16 +57,33 @@ func (c *SPIClient) Info() Info { return c.info }
 // periods included.
 func (c *SPIClient) Polls() int64 { return c.polls }
 
-// xfer clocks tx and returns what came back (valid until the next xfer).
+// xfer clocks tx, after a pending closing 0x79, and returns what came
+// back during tx (valid until the next xfer).
 func (c *SPIClient) xfer(tx []byte) ([]byte, error) {
-	if cap(c.rx) < len(tx) {
-		c.rx = make([]byte, len(tx)+64)
+	c.tx = c.tx[:0]
+	if c.pend {
+		c.tx = append(c.tx, ACK)
 	}
-	rx := c.rx[:len(tx)]
-	if err := c.c.Transfer(tx, rx); err != nil {
+	c.tx = append(c.tx, tx...)
+	if cap(c.rx) < len(c.tx) {
+		c.rx = make([]byte, len(c.tx)+64)
+	}
+	rx := c.rx[:len(c.tx)]
+	if err := c.c.Transfer(c.tx, rx); err != nil {
 		return nil, fmt.Errorf("spi transfer: %w", err)
 	}
-	return rx, nil
+	skip := len(c.tx) - len(tx)
+	c.pend = false
+	return rx[skip:], nil
+}
+
+// flush sends a pending closing 0x79 (before the part jumps or resets).
+func (c *SPIClient) flush() error {
+	if !c.pend {
+		return nil
+	}
+	_, err := c.xfer(nil)
+	return err
 }
 
 func (c *SPIClient) send(tx ...byte) error {
@@ -70,16 +91,38 @@ func (c *SPIClient) send(tx ...byte) error {
 	return err
 }
 
-// getAck runs AN4286's ACK procedure: clock dummy bytes until the
-// bootloader returns ACK or NACK (it returns filler while it works: this
-// is the busy polling of erase and write), then acknowledge with 0x79.
-// AN4286's host ignores the byte clocked during the first dummy; this one
-// looks at it too, which tolerates a bootloader that answers a byte early.
-// Polling backs off to one byte per 100µs after 64 quick polls.
-func (c *SPIClient) getAck(ctx context.Context, timeout time.Duration) error {
+// getAck runs AN4286's ACK procedure after a frame: clock dummy bytes
+// until the bootloader returns ACK or NACK (it returns filler while it
+// works: this is the busy polling of erase and write), then acknowledge
+// with 0x79 (pending: it leads the next transfer). sendFrame clocks the
+// frame, the procedure's dummy byte and the first poll in one transfer and
+// passes their answer as first; AN4286's host ignores the byte clocked
+// during the dummy, this one looks at it too, which tolerates a bootloader
+// that answers a byte early. Polling backs off to one byte per 100µs after
+// 64 quick polls.
+func (c *SPIClient) getAck(ctx context.Context, timeout time.Duration, first []byte) error {
+	for _, b := range first {
+		switch b {
+		case ACK:
+			c.pend = true
+			return nil
+		case NACK:
+			c.pend = true
+			return ErrNACK
+		}
+	}
 	dl := deadline(ctx, c.o.Now, timeout)
 	dummy := []byte{SPIDummy}
 	for n := 0; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !c.o.Now().Before(dl) {
+			return fmt.Errorf("no ACK in %d polls (%v): %w", n+len(first), timeout, ErrTimeout)
+		}
+		if n >= 64 {
+			time.Sleep(100 * time.Microsecond)
+		}
 		rx, err := c.xfer(dummy)
 		if err != nil {
 			return err
@@ -87,23 +130,23 @@ func (c *SPIClient) getAck(ctx context.Context, timeout time.Duration) error {
 		c.polls++
 		switch rx[0] {
 		case ACK:
-			return c.send(ACK)
+			c.pend = true
+			return nil
 		case NACK:
-			if err := c.send(ACK); err != nil {
-				return err
-			}
+			c.pend = true
 			return ErrNACK
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if !c.o.Now().Before(dl) {
-			return fmt.Errorf("no ACK in %d polls (%v, last byte 0x%02x): %w", n+1, timeout, rx[0], ErrTimeout)
-		}
-		if n >= 64 {
-			time.Sleep(100 * time.Microsecond)
-		}
 	}
+}
+
+// ack is the ACK procedure alone (after a data frame the bootloader sent).
+func (c *SPIClient) ack(ctx context.Context, timeout time.Duration) error {
+	rx, err := c.xfer([]byte{SPIDummy})
+	if err != nil {
+		return err
+	}
+	c.polls++
+	return c.getAck(ctx, timeout, rx)
 }
 
 // readData reads an n-byte data frame: one dummy byte, then the data.
@@ -119,20 +162,21 @@ func (c *SPIClient) command(ctx context.Context, op byte) error {
 	if c.info.Commands != nil && !c.info.Has(op) {
 		return fmt.Errorf("command 0x%02x: %w", op, ErrNoCommand)
 	}
-	if err := c.send(SPISync, op, op^0xFF); err != nil {
+	if err := c.sendFrame(ctx, fmt.Sprintf("command 0x%02x", op), []byte{SPISync, op, op ^ 0xFF}, c.o.ByteTimeout); err != nil {
 		return err
-	}
-	if err := c.getAck(ctx, c.o.ByteTimeout); err != nil {
-		return fmt.Errorf("command 0x%02x: %w", op, err)
 	}
 	return nil
 }
 
+// sendFrame clocks frame, the ACK procedure's dummy byte and a first poll
+// in one transfer, then completes the procedure.
 func (c *SPIClient) sendFrame(ctx context.Context, what string, frame []byte, timeout time.Duration) error {
-	if err := c.send(frame...); err != nil {
+	rx, err := c.xfer(append(append(make([]byte, 0, len(frame)+2), frame...), SPIDummy, SPIDummy))
+	if err != nil {
 		return err
 	}
-	if err := c.getAck(ctx, timeout); err != nil {
+	c.polls++
+	if err := c.getAck(ctx, timeout, rx[len(frame):]); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
@@ -142,10 +186,7 @@ func (c *SPIClient) sendFrame(ctx context.Context, what string, frame []byte, ti
 // that is already synchronised takes 0x5A as the start of a command frame,
 // the poll dummies as an invalid opcode pair, and NACKs: in step too.
 func (c *SPIClient) Sync(ctx context.Context) error {
-	if err := c.send(SPISync); err != nil {
-		return err
-	}
-	err := c.getAck(ctx, c.o.ByteTimeout)
+	err := c.sendFrame(ctx, "sync", []byte{SPISync}, c.o.ByteTimeout)
 	if err == nil || errors.Is(err, ErrNACK) {
 		return nil
 	}
@@ -246,7 +287,7 @@ func (c *SPIClient) variableFrame(ctx context.Context, op byte) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := c.getAck(ctx, c.o.ByteTimeout); err != nil {
+	if err := c.ack(ctx, c.o.ByteTimeout); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -287,7 +328,7 @@ func (c *SPIClient) GetVersion(ctx context.Context) (byte, error) {
 	if err != nil {
 		return 0, fmt.Errorf("get version: %w", err)
 	}
-	if err := c.getAck(ctx, c.o.ByteTimeout); err != nil {
+	if err := c.ack(ctx, c.o.ByteTimeout); err != nil {
 		return 0, fmt.Errorf("get version: %w", err)
 	}
 	return p[0], nil
@@ -414,10 +455,10 @@ func (c *SPIClient) WriteUnprotect(ctx context.Context) error {
 	if err := c.command(ctx, CmdWriteUnprotect); err != nil {
 		return fmt.Errorf("write unprotect: %w", err)
 	}
-	if err := c.getAck(ctx, c.o.WriteTimeout); err != nil {
+	if err := c.ack(ctx, c.o.WriteTimeout); err != nil {
 		return fmt.Errorf("write unprotect: %w", err)
 	}
-	return nil
+	return c.flush()
 }
 
 // ReadoutUnprotect removes readout protection, mass-erasing the flash; the
@@ -426,10 +467,10 @@ func (c *SPIClient) ReadoutUnprotect(ctx context.Context) error {
 	if err := c.command(ctx, CmdReadoutUnprotect); err != nil {
 		return fmt.Errorf("readout unprotect: %w", err)
 	}
-	if err := c.getAck(ctx, c.o.MassEraseTimeout); err != nil {
+	if err := c.ack(ctx, c.o.MassEraseTimeout); err != nil {
 		return fmt.Errorf("readout unprotect: %w", err)
 	}
-	return nil
+	return c.flush()
 }
 
 // Go starts execution at addr.
@@ -437,7 +478,10 @@ func (c *SPIClient) Go(ctx context.Context, addr uint32) error {
 	if err := c.command(ctx, CmdGo); err != nil {
 		return fmt.Errorf("go: %w", err)
 	}
-	return c.sendFrame(ctx, fmt.Sprintf("go address 0x%08x", addr), addrFrame(addr), c.o.ByteTimeout)
+	if err := c.sendFrame(ctx, fmt.Sprintf("go address 0x%08x", addr), addrFrame(addr), c.o.ByteTimeout); err != nil {
+		return err
+	}
+	return c.flush()
 }
 
 // drain: an SPI slave buffers nothing the host has not clocked.
@@ -458,10 +502,8 @@ func (c *SPIClient) Recover(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := c.send(ACK, SPISync, 0x00, 0x00); err != nil {
-			return fmt.Errorf("recover: %w", err)
-		}
-		err := c.getAck(ctx, c.o.ByteTimeout)
+		c.pend = false // the probe starts with 0x79 anyway
+		err := c.sendFrame(ctx, "recover", []byte{ACK, SPISync, 0x00, 0x00}, c.o.ByteTimeout)
 		if err == nil || errors.Is(err, ErrNACK) {
 			return nil
 		}
