@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/otagw/otagw/downstream/link"
 )
 
 // Frame is one classic CAN 2.0 frame.
@@ -186,4 +188,34 @@ func CRC15Bytes(p []byte) uint16 {
 		}
 	}
 	return crc15(bits)
+}
+
+// busLink carries a Conn through seams typed link.Link (the fan-out
+// engine opens every bus as one); protocols that speak CAN take the Conn
+// back with FromLink. As a byte stream it refuses all I/O.
+type busLink struct {
+	Conn
+	name string
+}
+
+// AsLink wraps c, the bus named name, as a link.Link.
+func AsLink(c Conn, name string) link.Link {
+	return &busLink{Conn: c, name: name}
+}
+
+func (b *busLink) Read([]byte) (int, error) {
+	return 0, fmt.Errorf("bus %s is a CAN bus: it carries frames, not a byte stream (protocol not usable on CAN)", b.name)
+}
+
+func (b *busLink) Write([]byte) (int, error) {
+	return 0, fmt.Errorf("bus %s is a CAN bus: it carries frames, not a byte stream (protocol not usable on CAN)", b.name)
+}
+
+// FromLink returns the Conn inside a link made by AsLink.
+func FromLink(l link.Link) (Conn, bool) {
+	b, ok := l.(*busLink)
+	if !ok {
+		return nil, false
+	}
+	return b.Conn, true
 }

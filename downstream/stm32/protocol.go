@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/otagw/otagw/downstream"
+	"github.com/otagw/otagw/downstream/can"
 	"github.com/otagw/otagw/downstream/link"
 	"github.com/otagw/otagw/downstream/mcupkg"
 	"github.com/otagw/otagw/downstream/reset"
@@ -60,14 +61,21 @@ func (Protocol) Check(d downstream.Device, p *mcupkg.Package) error {
 // Parity: the ROM bootloader's USART runs 8E1.
 func (Protocol) Parity() string { return "even" }
 
-// Open returns a session; nothing is sent yet.
+// Open returns a session; nothing is sent yet. On a CAN bus (l made by
+// can.AsLink) the session speaks AN3154, on a serial line AN3155.
 func (Protocol) Open(l link.Link, rs reset.Strategy, _ downstream.Bus, d downstream.Device, p *mcupkg.Package, o downstream.Options) downstream.Session {
 	chip, _ := chips.Lookup(d.ProductID)
-	return &session{c: New(l, o.STM32), rs: rs, dev: d, pkg: p, chip: chip, o: o.STM32}
+	var c Bootloader
+	if cc, ok := can.FromLink(l); ok {
+		c = NewCAN(cc, o.STM32)
+	} else {
+		c = New(l, o.STM32)
+	}
+	return &session{c: c, rs: rs, dev: d, pkg: p, chip: chip, o: o.STM32}
 }
 
 type session struct {
-	c    *Client
+	c    Bootloader
 	rs   reset.Strategy
 	dev  downstream.Device
 	pkg  *mcupkg.Package
