@@ -102,7 +102,11 @@ type Serial struct{}
 
 // OpenBus opens the bus's transport.
 func (Serial) OpenBus(_ context.Context, b downstream.Bus) (link.Link, error) {
-	if t := b.TransportName(); t != downstream.TransportUART {
+	switch t := b.TransportName(); t {
+	case downstream.TransportCAN:
+		return openCAN(b)
+	case downstream.TransportUART:
+	default:
 		return nil, fmt.Errorf("transport %q: not supported", t)
 	}
 	o := uart.DefaultOptions()
