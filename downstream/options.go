@@ -34,17 +34,34 @@ const (
 const (
 	TransportUART = "uart"
 	TransportSPI  = "spi" // spidev; STM32 devices only (AN4286)
+	// TransportCAN: a CAN bus, through SocketCAN (interface) or an slcan
+	// adapter on a serial port (port); STM32 devices speak AN3154 on it.
+	TransportCAN = "can"
 )
 
-// Bus is one physical connection (a UART, or an SPI chip select) with its
-// line settings.
+// CANBitrates are the classic CAN bit rates a bus may be configured with.
+var CANBitrates = []int{10000, 20000, 50000, 100000, 125000, 250000, 500000, 800000, 1000000}
+
+// DefaultCANBitrate is the STM32 ROM bootloader's CAN rate (AN3154).
+const DefaultCANBitrate = 125000
+
+// Bus is one physical connection (a UART, a CAN bus, or an SPI chip
+// select) with its line settings.
 type Bus struct {
 	Name      string `yaml:"name" json:"name"`
-	Transport string `yaml:"transport" json:"transport,omitempty"` // uart (default) or spi
+	Transport string `yaml:"transport" json:"transport,omitempty"` // uart (default), can or spi
 	// Protocol is the deprecated bus-level protocol; only stm32-uart.
 	Protocol string `yaml:"protocol" json:"protocol,omitempty"`
-	Port     string `yaml:"port" json:"port"` // /dev/ttyS1
-	Baud     int    `yaml:"baud" json:"baud"` // default 115200
+	// Port is the serial device: the UART (/dev/ttyS1), or on a CAN bus an
+	// slcan adapter (/dev/ttyACM0).
+	Port string `yaml:"port" json:"port"`
+	Baud int    `yaml:"baud" json:"baud"` // default 115200
+	// Interface is a CAN bus's SocketCAN interface (can0), brought up by the
+	// OS (ip link set can0 up type can bitrate 125000); set it or port.
+	Interface string `yaml:"interface" json:"interface,omitempty"`
+	// Bitrate is a CAN bus's bit rate (default 125000, the STM32 ROM's);
+	// otagw sets it on an slcan adapter, and on SocketCAN the OS does.
+	Bitrate int `yaml:"bitrate" json:"bitrate,omitempty"`
 	// Parity is even, none or odd; empty: what the devices' protocol wants
 	// (even for STM32, none for ESP32).
 	Parity string `yaml:"parity" json:"parity"`
@@ -151,7 +168,13 @@ func (o Options) Validate() error {
 			if b.Port == "" {
 				errs = append(errs, fmt.Errorf("%s.port: empty", at))
 			}
+			if b.Interface != "" || b.Bitrate != 0 {
+				errs = append(errs, fmt.Errorf("%s.interface/bitrate: only for transport: %s", at, TransportCAN))
+			}
 		case TransportSPI:
+			if b.Interface != "" || b.Bitrate != 0 {
+				errs = append(errs, fmt.Errorf("%s.interface/bitrate: only for transport: %s", at, TransportCAN))
+			}
 			if err := b.SPIConfig().Validate(); err != nil {
 				for _, e := range unjoin(err) { // each names its field: "mode: ..."
 					errs = append(errs, fmt.Errorf("%s.%w", at, e))
@@ -160,8 +183,10 @@ func (o Options) Validate() error {
 			if b.Port != "" {
 				errs = append(errs, fmt.Errorf("%s.port: an spi bus names its spidev node in device:, not port:", at))
 			}
+		case TransportCAN:
+			errs = append(errs, b.validateCAN(at)...)
 		default:
-			errs = append(errs, fmt.Errorf("%s.transport: %q: supported: %s, %s", at, t, TransportUART, TransportSPI))
+			errs = append(errs, fmt.Errorf("%s.transport: %q: supported: %s, %s, %s", at, t, TransportUART, TransportCAN, TransportSPI))
 		}
 		switch b.Parity {
 		case "", "even", "none", "odd":
@@ -202,6 +227,7 @@ func (o Options) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, o.validateCANDevices()...)
 	if o.Attempts < 1 {
 		errs = append(errs, errors.New("downstream.attempts: must be at least 1"))
 	}

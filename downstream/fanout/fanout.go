@@ -111,6 +111,8 @@ func (Serial) OpenBus(_ context.Context, b downstream.Bus) (link.Link, error) {
 			return nil, err
 		}
 		return spi.Link{Conn: c}, nil
+	case downstream.TransportCAN:
+		return openCAN(b)
 	case downstream.TransportUART:
 	default:
 		return nil, fmt.Errorf("transport %q: not supported", t)

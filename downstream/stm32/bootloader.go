@@ -1,16 +1,13 @@
 package stm32
 
-import (
-	"context"
-	"time"
-)
+import "context"
 
-// Bootloader is an STM32 ROM bootloader client over one transport: Client
-// (USART, AN3155) and SPIClient (SPI, AN4286) implement it, and the
-// flashing strategy (Flasher) and the downstream.Protocol session use only
-// these methods, so they work over either.
+// Bootloader is an STM32 ROM bootloader client on one transport: Client
+// (USART, AN3155), CANClient (CAN, AN3154) and SPIClient (SPI, AN4286). It holds what the Flasher
+// and the downstream session need; each transport keeps its own framing,
+// timeouts and recovery.
 type Bootloader interface {
-	// Init synchronises and learns the bootloader (Get, Get Version, Get ID).
+	// Init brings the bootloader in step and reads Get, Get Version and Get ID.
 	Init(ctx context.Context) error
 	// Info is what Init learnt.
 	Info() Info
@@ -18,26 +15,23 @@ type Bootloader interface {
 	WriteMemory(ctx context.Context, addr uint32, data []byte) error
 	ErasePages(ctx context.Context, pages []int) error
 	MassErase(ctx context.Context) error
+	// Checksum is Get Checksum (0xA1); ErrNoCommand where not offered.
 	Checksum(ctx context.Context, addr uint32, n uint32) (uint32, error)
 	WriteUnprotect(ctx context.Context) error
 	ReadoutUnprotect(ctx context.Context) error
 	Go(ctx context.Context, addr uint32) error
-	// Recover brings the bootloader back to "waiting for a command" after
-	// a line error; drain discards what a NACKed command left in flight.
+	// Recover brings the bootloader back to "waiting for a command" after a
+	// lost or garbled exchange (ErrNotSynced when it cannot).
 	Recover(ctx context.Context) error
-	drain(ctx context.Context)
+	// Drain discards replies still in flight (after a NACK).
+	Drain(ctx context.Context)
 }
 
 var (
 	_ Bootloader = (*Client)(nil)
+	_ Bootloader = (*CANClient)(nil)
 	_ Bootloader = (*SPIClient)(nil)
 )
 
-// deadline is the earlier of now+timeout and ctx's deadline.
-func deadline(ctx context.Context, now func() time.Time, timeout time.Duration) time.Time {
-	dl := now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
-		dl = d
-	}
-	return dl
-}
+// Drain discards input until the line has been quiet for a short while.
+func (c *Client) Drain(ctx context.Context) { c.drain(ctx) }

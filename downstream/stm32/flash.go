@@ -169,7 +169,7 @@ func (f *Flasher) Run(ctx context.Context, progress func(Progress)) error {
 		budget--
 		f.retries++
 		if errors.Is(err, ErrNACK) {
-			f.c.drain(ctx) // after a NACK the bootloader waits for a command
+			f.c.Drain(ctx) // after a NACK the bootloader waits for a command
 			return nil
 		}
 		if rerr := f.c.Recover(ctx); rerr != nil {
@@ -248,7 +248,7 @@ func (f *Flasher) writePending(ctx context.Context, progress func(Progress)) err
 			}
 			// The data may or may not have been programmed: find out.
 			if errors.Is(err, ErrNACK) {
-				f.c.drain(ctx)
+				f.c.Drain(ctx)
 			} else if rerr := f.c.Recover(ctx); rerr != nil {
 				return err
 			}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/otagw/otagw/downstream"
+	"github.com/otagw/otagw/downstream/can"
 	"github.com/otagw/otagw/downstream/link"
 	"github.com/otagw/otagw/downstream/mcupkg"
 	"github.com/otagw/otagw/downstream/reset"
@@ -61,16 +62,18 @@ func (Protocol) Check(d downstream.Device, p *mcupkg.Package) error {
 // Parity: the ROM bootloader's USART runs 8E1.
 func (Protocol) Parity() string { return "even" }
 
-// Open returns a session; nothing is sent yet. On a bus with transport
-// spi the session speaks AN4286 over the bus's spi.Conn, otherwise AN3155
-// over the byte stream.
-func (Protocol) Open(l link.Link, rs reset.Strategy, b downstream.Bus, d downstream.Device, p *mcupkg.Package, o downstream.Options) downstream.Session {
+// Open returns a session; nothing is sent yet. On an SPI bus (l made by
+// spi.Link) the session speaks AN4286, on a CAN bus (l made by
+// can.AsLink) AN3154, on a serial line AN3155.
+func (Protocol) Open(l link.Link, rs reset.Strategy, _ downstream.Bus, d downstream.Device, p *mcupkg.Package, o downstream.Options) downstream.Session {
 	chip, _ := chips.Lookup(d.ProductID)
-	var c Bootloader = New(l, o.STM32)
-	if b.TransportName() == downstream.TransportSPI {
-		if sc, ok := spi.ConnOf(l); ok {
-			c = NewSPI(sc, o.STM32)
-		}
+	var c Bootloader
+	if sc, ok := spi.ConnOf(l); ok {
+		c = NewSPI(sc, o.STM32)
+	} else if cc, ok := can.FromLink(l); ok {
+		c = NewCAN(cc, o.STM32)
+	} else {
+		c = New(l, o.STM32)
 	}
 	return &session{c: c, rs: rs, dev: d, pkg: p, chip: chip, o: o.STM32}
 }

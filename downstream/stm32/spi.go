@@ -484,8 +484,17 @@ func (c *SPIClient) Go(ctx context.Context, addr uint32) error {
 	return c.flush()
 }
 
-// drain: an SPI slave buffers nothing the host has not clocked.
-func (c *SPIClient) drain(context.Context) {}
+// Drain does nothing: an SPI slave sends nothing the host does not clock.
+func (c *SPIClient) Drain(context.Context) {}
+
+// deadline is the earlier of now+timeout and ctx's deadline.
+func deadline(ctx context.Context, now func() time.Time, timeout time.Duration) time.Time {
+	dl := now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	return dl
+}
 
 // Recover brings the bootloader back to "waiting for a command frame". The
 // probe 0x79 0x5A 0x00 0x00 ends an ACK handshake the bootloader still
