@@ -27,6 +27,9 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	rdp := fs.Bool("read-protected", false, "start with readout protection")
 	wrp := fs.Bool("write-protected", false, "start with write protection")
 	statsFile := fs.String("stats", "", "write the byte and round-trip counters as JSON to this file on exit")
+	slcan := fs.Bool("slcan", false, "serve the CAN face (AN3154) on one CAN bus behind an slcan adapter on a pty; an otagw bus reaches it as transport: can, port: PTY")
+	parts := fs.Int("parts", 1, "with --slcan: this many parts on the bus")
+	lines := fs.String("reset-socket", "", "serve the parts' BOOT0/NRST lines on this Unix socket (reset: sim:SOCKET:PART, parts from 0; tests and demo only); the parts then start in their applications")
 	spiSock := fs.String("spi", "", "serve the SPI face (AN4286) on this Unix socket instead of a pty; an spi bus reaches it as device: sim:PATH (tests and demo only)")
 	list := fs.Bool("list", false, "list the simulated chips and exit")
 	asJSON := fs.Bool("json", false, "with --list: print JSON")
@@ -70,7 +73,31 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	sim := stm32sim.New(chip, stm32sim.Options{Faults: f, Seed: *seed, EraseTime: *eraseTime, ReadProtected: *rdp, WriteProtected: *wrp})
 	var path string
 	var closer io.Closer
-	if *spiSock != "" {
+	if *parts < 1 || ((*parts > 1 || *lines != "") && !*slcan) || (*slcan && *spiSock != "") {
+		fmt.Fprintln(stderr, "otagw sim stm32: --parts and --reset-socket need --slcan; --slcan and --spi exclude each other")
+		return 2
+	}
+	if *slcan {
+		sims := []*stm32sim.Sim{sim}
+		for i := 1; i < *parts; i++ {
+			sims = append(sims, stm32sim.New(chip, stm32sim.Options{Faults: f, Seed: *seed + int64(i), EraseTime: *eraseTime, ReadProtected: *rdp, WriteProtected: *wrp}))
+		}
+		if *lines != "" {
+			for _, s := range sims {
+				s.RunApplication()
+			}
+			if _, err := stm32sim.ServeResetLines(ctx, *lines, sims...); err != nil {
+				fmt.Fprintf(stderr, "otagw sim stm32: --reset-socket: %v\n", err)
+				return 1
+			}
+		}
+		p, err := stm32sim.ServeSLCANPTY(ctx, sims...)
+		if err != nil {
+			fmt.Fprintf(stderr, "otagw sim stm32: --slcan: %v\n", err)
+			return 1
+		}
+		path, closer = p.Path, p
+	} else if *spiSock != "" {
 		ln, err := stm32sim.ServeSPISocket(ctx, sim, *spiSock)
 		if err != nil {
 			fmt.Fprintf(stderr, "otagw sim stm32: --spi: %v\n", err)
@@ -90,8 +117,11 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fl.Sync()
 	}
 	face := "USART"
-	if *spiSock != "" {
+	switch {
+	case *spiSock != "":
 		face = "SPI"
+	case *slcan:
+		face = fmt.Sprintf("CAN (%d parts behind slcan)", *parts)
 	}
 	fmt.Fprintf(stderr, "simulating %s (bootloader 0x%02x) over %s on %s until interrupted\n", chip, chip.BootloaderVersion, face, path)
 	<-ctx.Done()

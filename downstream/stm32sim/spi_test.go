@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/otagw/otagw/downstream/reset"
 	"github.com/otagw/otagw/downstream/spi"
 	"github.com/otagw/otagw/downstream/stm32/chips"
 )
@@ -87,5 +88,46 @@ func TestSPISocket(t *testing.T) {
 	}
 	if !bytes.Equal(rx, []byte{0xA5, 0xA5, 0x79, 0xA5}) {
 		t.Fatalf("sync over the socket: % x", rx)
+	}
+}
+
+// TestResetLines: reset strategy sim:SOCKET:PART drives one part of a
+// simulator process, and only that part.
+func TestResetLines(t *testing.T) {
+	chip, _ := chips.Lookup(0x413)
+	a, b := New(chip, Options{}), New(chip, Options{})
+	a.RunApplication()
+	b.RunApplication()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sock := filepath.Join(t.TempDir(), "lines.sock")
+	if _, err := ServeResetLines(ctx, sock, a, b); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := reset.Parse("sim:"+sock+":1", nil, reset.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.EnterBootloader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if runA, _ := a.Running(); !runA {
+		t.Fatal("part 0 left its application")
+	}
+	if runB, _ := b.Running(); runB {
+		t.Fatal("part 1 is not in its bootloader")
+	}
+	if err := rs.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if runB, _ := b.Running(); !runB {
+		t.Fatal("part 1 did not start its application")
+	}
+	bad, _ := reset.Parse("sim:"+sock+":7", nil, reset.DefaultOptions())
+	if err := bad.EnterBootloader(ctx); err == nil || !strings.Contains(err.Error(), "no part") {
+		t.Fatalf("part 7: %v", err)
+	}
+	if _, err := reset.Parse("sim:nosocket", nil, reset.DefaultOptions()); err == nil {
+		t.Fatal("sim: without a part accepted")
 	}
 }
