@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/otagw/otagw/downstream"
+	"github.com/otagw/otagw/downstream/can"
 	"github.com/otagw/otagw/downstream/esp32"
 	"github.com/otagw/otagw/downstream/esp32sim"
 	"github.com/otagw/otagw/downstream/fanout"
@@ -77,29 +78,43 @@ func pacedUART(ctx context.Context, baud int, bits int64, serve func(context.Con
 	return pacedEnd{host, &pacedWire{baud: rate, bits: bits}}
 }
 
-// fleetHW opens each bus as a paced line to a fresh simulator.
+// fleetHW opens each bus as a paced line to fresh simulators, and gives
+// devices that share a bus their own (simulated) reset lines.
 type fleetHW struct {
-	ctx  context.Context
-	open map[string]func() link.Link
+	mu     sync.Mutex
+	open   map[string]func() (link.Link, map[string]reset.Strategy)
+	resets map[string]reset.Strategy
 }
 
 func (h *fleetHW) OpenBus(_ context.Context, b downstream.Bus) (link.Link, error) {
-	return h.open[b.Name](), nil
+	l, rs := h.open[b.Name]()
+	h.mu.Lock()
+	for d, r := range rs {
+		h.resets[d] = r
+	}
+	h.mu.Unlock()
+	return l, nil
 }
 
-func (h *fleetHW) Reset(downstream.Bus, downstream.Device, link.Link, reset.Options) (reset.Strategy, error) {
-	return reset.Parse("manual", nil, reset.DefaultOptions())
+func (h *fleetHW) Reset(_ downstream.Bus, d downstream.Device, _ link.Link, _ reset.Options) (reset.Strategy, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r, ok := h.resets[d.Name]; ok {
+		return r, nil
+	}
+	return reset.Manual{}, nil
 }
 
 type fleetBus struct {
 	bus  downstream.Bus
-	dev  downstream.Device
-	open func(ctx context.Context) link.Link
+	devs []downstream.Device
+	open func(ctx context.Context) (link.Link, map[string]reset.Strategy)
 }
 
-// BenchmarkMixedFleet times the mixed fleet of issue 11 without CAN (2
-// STM32 F1 on UARTs at 115200 8E1, 1 STM32 G0 on SPI at 1 MHz, 2 ESP32 on
-// UARTs at 115200 then 460800 8N1), every line paced at its bit rate,
+// BenchmarkMixedFleet times the mixed fleet of issue 11 (2 STM32 F1 on
+// UARTs at 115200 8E1, 2 STM32 F4 on one CAN bus at 125 kbit/s, 1 STM32 G0
+// on SPI at 1 MHz, 2 ESP32 on UARTs at 115200 then 460800 8N1), every line
+// paced at its bit rate (the CAN bus by frame bits, stuffing included),
 // against each bus alone in the same run, each the best of three runs.
 // Reported: fleet_s,
 // slowest_bus_s, fleet/slowest (goal ≤ 1.1), and each bus's seconds.
@@ -132,39 +147,63 @@ func BenchmarkMixedFleet(b *testing.B) {
 	if err := espPkg.Verify(kr, 1); err != nil {
 		b.Fatal(err)
 	}
-	pkgs := []*mcupkg.Package{mk(0x410, "F1", 8*1024), mk(0x460, "G0", 8*1024), espPkg}
+	f4, _ := chips.Lookup(0x413)
+	pkgs := []*mcupkg.Package{mk(0x410, "F1", 8*1024), mk(0x460, "G0", 8*1024), mk(0x413, "F4", 4*1024), espPkg}
 
-	stmUART := func(ctx context.Context) link.Link {
-		return pacedUART(ctx, 115200, 11, func(ctx context.Context, e *pacedEnd) { stm32sim.New(f1, stm32sim.Options{}).Serve(ctx, e) })
+	stmUART := func(ctx context.Context) (link.Link, map[string]reset.Strategy) {
+		return pacedUART(ctx, 115200, 11, func(ctx context.Context, e *pacedEnd) { stm32sim.New(f1, stm32sim.Options{}).Serve(ctx, e) }), nil
 	}
-	espUART := func(ctx context.Context) link.Link {
-		return pacedUART(ctx, 115200, 10, func(ctx context.Context, e *pacedEnd) { esp32sim.New(esp, esp32sim.Options{}).Serve(ctx, e) })
+	espUART := func(ctx context.Context) (link.Link, map[string]reset.Strategy) {
+		return pacedUART(ctx, 115200, 10, func(ctx context.Context, e *pacedEnd) { esp32sim.New(esp, esp32sim.Options{}).Serve(ctx, e) }), nil
 	}
-	spiBus := func(ctx context.Context) link.Link {
+	spiBus := func(ctx context.Context) (link.Link, map[string]reset.Strategy) {
 		face, err := stm32sim.New(g0, stm32sim.Options{}).SPI()
 		if err != nil {
 			panic(err)
 		}
-		return spi.Link{Conn: spi.NewFake(face, spi.FakeOptions{Config: spi.Config{Device: "fake", SpeedHz: 1_000_000}, Pace: true})}
+		return spi.Link{Conn: spi.NewFake(face, spi.FakeOptions{Config: spi.Config{Device: "fake", SpeedHz: 1_000_000}, Pace: true})}, nil
+	}
+	canBus := func(ctx context.Context) (link.Link, map[string]reset.Strategy) {
+		bus := can.NewBus(can.BusOptions{Bitrate: 125000})
+		host := bus.Attach()
+		rs := map[string]reset.Strategy{}
+		for _, name := range []string{"door-front", "door-rear"} {
+			sim := stm32sim.New(f4, stm32sim.Options{})
+			sim.RunApplication()
+			go sim.ServeCAN(ctx, bus.Attach())
+			rs[name] = reset.Func{
+				Enter: func(context.Context) error { sim.Reset(); return nil },
+				Start: func(context.Context) error { sim.RunApplication(); return nil },
+			}
+		}
+		return can.AsLink(host, "can1"), rs
+	}
+	stm := func(name, bus, family string, pid uint16) downstream.Device {
+		return downstream.Device{Name: name, Bus: bus, Protocol: "stm32-rom", Family: family, ProductID: pid}
 	}
 	buses := []fleetBus{
-		{downstream.Bus{Name: "uart1", Port: "paced", Parity: "none"}, downstream.Device{Name: "pump", Bus: "uart1", Protocol: "stm32-rom", Family: "F1", ProductID: 0x410}, stmUART},
-		{downstream.Bus{Name: "uart2", Port: "paced", Parity: "none"}, downstream.Device{Name: "valve", Bus: "uart2", Protocol: "stm32-rom", Family: "F1", ProductID: 0x410}, stmUART},
-		{downstream.Bus{Name: "spi0", Transport: "spi", Device: "fake", SpeedHz: 1_000_000}, downstream.Device{Name: "hub", Bus: "spi0", Protocol: "stm32-rom", Family: "G0", ProductID: 0x460}, spiBus},
-		{downstream.Bus{Name: "uart3", Port: "paced"}, downstream.Device{Name: "radio", Bus: "uart3", Protocol: "esp32-rom", Chip: "esp32"}, espUART},
-		{downstream.Bus{Name: "uart4", Port: "paced"}, downstream.Device{Name: "gps", Bus: "uart4", Protocol: "esp32-rom", Chip: "esp32"}, espUART},
+		{downstream.Bus{Name: "uart1", Port: "paced", Parity: "none"}, []downstream.Device{stm("pump", "uart1", "F1", 0x410)}, stmUART},
+		{downstream.Bus{Name: "uart2", Port: "paced", Parity: "none"}, []downstream.Device{stm("valve", "uart2", "F1", 0x410)}, stmUART},
+		{downstream.Bus{Name: "can1", Transport: "can", Port: "paced", Bitrate: 125000}, []downstream.Device{
+			{Name: "door-front", Bus: "can1", Protocol: "stm32-rom", Family: "F4", ProductID: 0x413, Reset: "gpio:gpiochip0:1:2"},
+			{Name: "door-rear", Bus: "can1", Protocol: "stm32-rom", Family: "F4", ProductID: 0x413, Reset: "gpio:gpiochip0:3:4"}}, canBus},
+		{downstream.Bus{Name: "spi0", Transport: "spi", Device: "fake", SpeedHz: 1_000_000}, []downstream.Device{stm("hub", "spi0", "G0", 0x460)}, spiBus},
+		{downstream.Bus{Name: "uart3", Port: "paced"}, []downstream.Device{{Name: "radio", Bus: "uart3", Protocol: "esp32-rom", Chip: "esp32"}}, espUART},
+		{downstream.Bus{Name: "uart4", Port: "paced"}, []downstream.Device{{Name: "gps", Bus: "uart4", Protocol: "esp32-rom", Chip: "esp32"}}, espUART},
 	}
 	run := func(set []fleetBus) time.Duration {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		o := downstream.DefaultOptions()
 		o.ESP32.Baud = 460800
-		hw := &fleetHW{ctx: ctx, open: map[string]func() link.Link{}}
+		hw := &fleetHW{open: map[string]func() (link.Link, map[string]reset.Strategy){}, resets: map[string]reset.Strategy{}}
+		n := 0
 		for _, fb := range set {
 			o.Buses = append(o.Buses, fb.bus)
-			o.Devices = append(o.Devices, fb.dev)
+			o.Devices = append(o.Devices, fb.devs...)
+			n += len(fb.devs)
 			open := fb.open
-			hw.open[fb.bus.Name] = func() link.Link { return open(ctx) }
+			hw.open[fb.bus.Name] = func() (link.Link, map[string]reset.Strategy) { return open(ctx) }
 		}
 		eng, err := fanout.New(o, fanout.NewMemStore(), nil, fanout.WithHardware(hw))
 		if err != nil {
@@ -181,8 +220,8 @@ func BenchmarkMixedFleet(b *testing.B) {
 				b.Fatalf("%s: %s %s", r.Device, r.State, r.Reason)
 			}
 		}
-		if len(res) != len(set) {
-			b.Fatalf("%d results for %d devices", len(res), len(set))
+		if len(res) != n {
+			b.Fatalf("%d results for %d devices", len(res), n)
 		}
 		return d
 	}
