@@ -66,7 +66,8 @@ type Bus struct {
 	// (even for STM32, none for ESP32).
 	Parity string `yaml:"parity" json:"parity"`
 	// Reset is the default strategy for the bus's devices: manual, dtr-rts,
-	// esp32-classic, gpio:CHIP:BOOT0LINE:NRSTLINE or gpio-esp32:CHIP:STRAPLINE:ENLINE.
+	// esp32-classic, gpio:CHIP:BOOT0LINE:NRSTLINE or gpio-esp32:CHIP:STRAPLINE:ENLINE
+	// (sim:SOCKET:PART drives a simulator's lines: tests and demo only).
 	Reset string `yaml:"reset" json:"reset"`
 	// Device is an SPI bus's spidev node (/dev/spidev0.0), one device per
 	// chip select. "sim:PATH" is the simulator socket of tests and the demo.
