@@ -131,3 +131,20 @@ func TestResetLines(t *testing.T) {
 		t.Fatal("sim: without a part accepted")
 	}
 }
+
+// FuzzLineCommand: the reset-lines socket's command parser answers every
+// line with "ok" or an error text and touches only the part it names.
+func FuzzLineCommand(f *testing.F) {
+	f.Add("boot 0")
+	f.Add("app 1")
+	f.Add("boot -1")
+	f.Add("reset 0 1")
+	chip, _ := chips.Lookup(0x413)
+	f.Fuzz(func(t *testing.T, line string) {
+		sims := []*Sim{New(chip, Options{}), New(chip, Options{})}
+		got := lineCommand(strings.Fields(line), sims)
+		if got == "" || strings.Contains(got, "\n") {
+			t.Fatalf("%q: answer %q", line, got)
+		}
+	})
+}
