@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -147,4 +148,18 @@ func FuzzReadSimRequest(f *testing.F) {
 			t.Fatalf("ReadSimRequest(% x) = % x", p, tx)
 		}
 	})
+}
+
+// TestOpenNotSpidev: a node that is not a spidev (here a regular file)
+// opens but refuses the spidev ioctls; the error names the device and the
+// setting.
+func TestOpenNotSpidev(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "spidev0.0")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := spi.Open(spi.Config{Device: p, Mode: 0, SpeedHz: 4_000_000})
+	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "setting mode") {
+		t.Fatalf("Open of a regular file: %v", err)
+	}
 }
