@@ -244,3 +244,50 @@ func FuzzParseSPIReplies(f *testing.F) {
 		}
 	})
 }
+
+// TestSPIProtection: readout and write protection over SPI: refused reads
+// and writes, then Readout Unprotect and Write Unprotect (the part resets
+// after each and Init runs again), then a flash that verifies.
+func TestSPIProtection(t *testing.T) {
+	chip, _ := chips.Lookup(0x413)
+	sim, _, c := startSPI(t, chip, stm32sim.Options{ReadProtected: true, WriteProtected: true}, spi.FakeOptions{})
+	ctx := context.Background()
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReadMemory(ctx, chip.FlashStart, 4); !errors.Is(err, stm32.ErrNACK) {
+		t.Fatalf("read under readout protection: %v", err)
+	}
+	if err := c.ReadoutUnprotect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Init(ctx); err != nil {
+		t.Fatalf("Init after the reset: %v", err)
+	}
+	if err := c.WriteMemory(ctx, chip.FlashStart, []byte{1, 2, 3, 4}); !errors.Is(err, stm32.ErrNACK) {
+		t.Fatalf("write under write protection: %v", err)
+	}
+	if err := c.WriteUnprotect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Init(ctx); err != nil {
+		t.Fatalf("Init after the reset: %v", err)
+	}
+	if rdp, wrp := sim.Protection(); rdp || wrp {
+		t.Fatalf("protection still on: readout %v, write %v", rdp, wrp)
+	}
+	img := image(11, 2000)
+	f, err := stm32.NewFlasher(c, chip, []stm32.Segment{{Addr: chip.FlashStart, Data: img}}, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Run(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sim.Flash()[:len(img)], img) {
+		t.Fatal("flash differs")
+	}
+	if st := sim.Stats(); st.Resets != 2 {
+		t.Errorf("%d resets, want 2 (one per unprotect)", st.Resets)
+	}
+}
