@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/otagw/otagw/downstream/reset"
+	"github.com/otagw/otagw/downstream/spi"
 )
 
 // ProtocolSTM32UART is the old bus-level form `protocol: stm32-uart`:
@@ -32,22 +33,56 @@ const (
 // Transports a bus can be.
 const (
 	TransportUART = "uart"
+	TransportSPI  = "spi" // spidev; STM32 devices only (AN4286)
+	// TransportCAN: a CAN bus, through SocketCAN (interface) or an slcan
+	// adapter on a serial port (port); STM32 devices speak AN3154 on it.
+	TransportCAN = "can"
 )
 
-// Bus is one physical connection (a UART) with its line settings.
+// CANBitrates are the classic CAN bit rates a bus may be configured with.
+var CANBitrates = []int{10000, 20000, 50000, 100000, 125000, 250000, 500000, 800000, 1000000}
+
+// DefaultCANBitrate is the STM32 ROM bootloader's CAN rate (AN3154).
+const DefaultCANBitrate = 125000
+
+// Bus is one physical connection (a UART, a CAN bus, or an SPI chip
+// select) with its line settings.
 type Bus struct {
 	Name      string `yaml:"name" json:"name"`
-	Transport string `yaml:"transport" json:"transport,omitempty"` // uart (default)
+	Transport string `yaml:"transport" json:"transport,omitempty"` // uart (default), can or spi
 	// Protocol is the deprecated bus-level protocol; only stm32-uart.
 	Protocol string `yaml:"protocol" json:"protocol,omitempty"`
-	Port     string `yaml:"port" json:"port"` // /dev/ttyS1
-	Baud     int    `yaml:"baud" json:"baud"` // default 115200
+	// Port is the serial device: the UART (/dev/ttyS1), or on a CAN bus an
+	// slcan adapter (/dev/ttyACM0).
+	Port string `yaml:"port" json:"port"`
+	Baud int    `yaml:"baud" json:"baud"` // default 115200
+	// Interface is a CAN bus's SocketCAN interface (can0), brought up by the
+	// OS (ip link set can0 up type can bitrate 125000); set it or port.
+	Interface string `yaml:"interface" json:"interface,omitempty"`
+	// Bitrate is a CAN bus's bit rate (default 125000, the STM32 ROM's);
+	// otagw sets it on an slcan adapter, and on SocketCAN the OS does.
+	Bitrate int `yaml:"bitrate" json:"bitrate,omitempty"`
 	// Parity is even, none or odd; empty: what the devices' protocol wants
 	// (even for STM32, none for ESP32).
 	Parity string `yaml:"parity" json:"parity"`
 	// Reset is the default strategy for the bus's devices: manual, dtr-rts,
-	// esp32-classic, gpio:CHIP:BOOT0LINE:NRSTLINE or gpio-esp32:CHIP:STRAPLINE:ENLINE.
+	// esp32-classic, gpio:CHIP:BOOT0LINE:NRSTLINE or gpio-esp32:CHIP:STRAPLINE:ENLINE
+	// (sim:SOCKET:PART drives a simulator's lines: tests and demo only).
 	Reset string `yaml:"reset" json:"reset"`
+	// Device is an SPI bus's spidev node (/dev/spidev0.0), one device per
+	// chip select. "sim:PATH" is the simulator socket of tests and the demo.
+	Device string `yaml:"device" json:"device,omitempty"`
+	// Mode is the SPI mode 0..3 (the STM32 bootloader: 0).
+	Mode uint8 `yaml:"mode" json:"mode,omitempty"`
+	// SpeedHz is the SPI clock; 0 = 1 MHz (the STM32 bootloader: up to 8 MHz).
+	SpeedHz uint32 `yaml:"speed_hz" json:"speed_hz,omitempty"`
+	// BitsPerWord is the SPI word size; 0 = 8 (the only one the bootloader speaks).
+	BitsPerWord uint8 `yaml:"bits_per_word" json:"bits_per_word,omitempty"`
+}
+
+// SPIConfig is an spi bus's settings for spi.Open.
+func (b Bus) SPIConfig() spi.Config {
+	return spi.Config{Device: b.Device, Mode: b.Mode, SpeedHz: b.SpeedHz, BitsPerWord: b.BitsPerWord}
 }
 
 // TransportName is the bus's transport, with the defaults applied.
@@ -129,11 +164,30 @@ func (o Options) Validate() error {
 		if b.Protocol != "" && b.Protocol != ProtocolSTM32UART {
 			errs = append(errs, fmt.Errorf("%s.protocol: %q: protocols are set per device now (protocol: %s); the bus takes transport: %s", at, b.Protocol, ProtocolSTM32, TransportUART))
 		}
-		if t := b.TransportName(); t != TransportUART {
-			errs = append(errs, fmt.Errorf("%s.transport: %q: supported: %s", at, t, TransportUART))
-		}
-		if b.Port == "" {
-			errs = append(errs, fmt.Errorf("%s.port: empty", at))
+		switch t := b.TransportName(); t {
+		case TransportUART:
+			if b.Port == "" {
+				errs = append(errs, fmt.Errorf("%s.port: empty", at))
+			}
+			if b.Interface != "" || b.Bitrate != 0 {
+				errs = append(errs, fmt.Errorf("%s.interface/bitrate: only for transport: %s", at, TransportCAN))
+			}
+		case TransportSPI:
+			if b.Interface != "" || b.Bitrate != 0 {
+				errs = append(errs, fmt.Errorf("%s.interface/bitrate: only for transport: %s", at, TransportCAN))
+			}
+			if err := b.SPIConfig().Validate(); err != nil {
+				for _, e := range unjoin(err) { // each names its field: "mode: ..."
+					errs = append(errs, fmt.Errorf("%s.%w", at, e))
+				}
+			}
+			if b.Port != "" {
+				errs = append(errs, fmt.Errorf("%s.port: an spi bus names its spidev node in device:, not port:", at))
+			}
+		case TransportCAN:
+			errs = append(errs, b.validateCAN(at)...)
+		default:
+			errs = append(errs, fmt.Errorf("%s.transport: %q: supported: %s, %s, %s", at, t, TransportUART, TransportCAN, TransportSPI))
 		}
 		switch b.Parity {
 		case "", "even", "none", "odd":
@@ -158,15 +212,13 @@ func (o Options) Validate() error {
 		devs[d.Name] = true
 		if !buses[d.Bus] {
 			errs = append(errs, fmt.Errorf("%s.bus: no bus named %q", at, d.Bus))
+		} else if b, _ := o.BusByName(d.Bus); b.TransportName() == TransportSPI && o.ProtocolOf(d) != ProtocolSTM32 {
+			errs = append(errs, fmt.Errorf("%s.protocol: %s cannot run on spi bus %q (only %s speaks SPI)", at, o.ProtocolOf(d), d.Bus, ProtocolSTM32))
 		}
 		if p, err := Lookup(o.ProtocolOf(d)); err != nil {
 			errs = append(errs, fmt.Errorf("%s.protocol: %w", at, err))
 		} else if err := p.ValidateDevice(d); err != nil {
-			list := []error{err}
-			if j, ok := err.(interface{ Unwrap() []error }); ok {
-				list = j.Unwrap()
-			}
-			for _, e := range list { // each names its field: "product_id: ..."
+			for _, e := range unjoin(err) { // each names its field: "product_id: ..."
 				errs = append(errs, fmt.Errorf("%s.%w", at, e))
 			}
 		}
@@ -176,6 +228,7 @@ func (o Options) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, o.validateCANDevices()...)
 	if o.Attempts < 1 {
 		errs = append(errs, errors.New("downstream.attempts: must be at least 1"))
 	}
@@ -189,6 +242,14 @@ func (o Options) Validate() error {
 		errs = append(errs, fmt.Errorf("downstream.esp32: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// unjoin splits an errors.Join into its errors.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // BusByName finds a bus.

@@ -42,7 +42,7 @@ func TestDeprecatedBusProtocol(t *testing.T) {
 
 func TestUnknownProtocolAndTransport(t *testing.T) {
 	o := downstream.DefaultOptions()
-	o.Buses = []downstream.Bus{{Name: "c", Transport: "can", Port: "can0"}}
+	o.Buses = []downstream.Bus{{Name: "c", Transport: "lin", Port: "/dev/ttyS2"}}
 	o.Devices = []downstream.Device{{Name: "m", Bus: "c", Protocol: "avr109"}}
 	err := o.Validate()
 	if !errors.Is(err, downstream.ErrUnknownProtocol) {

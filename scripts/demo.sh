@@ -54,18 +54,32 @@ BOOT_A_LEFT=3
 BOOT_B_LEFT=3
 ENV
 
-say "two simulated STM32 microcontrollers and an ESP32-S3 on pseudo-terminals (their ROM bootloaders), one STM32 with a noisy line"
+say "the MCU fleet, simulated ROM bootloaders: two STM32F103 and two ESP32s on pseudo-terminals (one STM32 with a noisy line), two STM32F407 on one CAN bus behind an slcan adapter, an STM32F407 on SPI"
 "$OTAGW" sim stm32 --chip 0x410 >"$D/run/mcu1.tty" 2>/dev/null &
 echo $! >"$D/run/mcu1.pid"
-"$OTAGW" sim stm32 --chip 0x413 --fault nack=0.01 --seed 3 >"$D/run/mcu2.tty" 2>/dev/null &
+"$OTAGW" sim stm32 --chip 0x410 --fault nack=0.01 --seed 3 >"$D/run/mcu2.tty" 2>/dev/null &
 echo $! >"$D/run/mcu2.pid"
 "$OTAGW" sim esp32 --chip esp32s3 >"$D/run/mcu3.tty" 2>/dev/null &
 echo $! >"$D/run/mcu3.pid"
-i=0; while [ ! -s "$D/run/mcu1.tty" ] || [ ! -s "$D/run/mcu2.tty" ] || [ ! -s "$D/run/mcu3.tty" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
+"$OTAGW" sim esp32 --chip esp32 >"$D/run/mcu4.tty" 2>/dev/null &
+echo $! >"$D/run/mcu4.pid"
+# The SPI face serves AN4286 on a Unix socket: this host has no spidev, so the
+# spi bus below names it as device: sim:PATH (the simulator link, tests and demo only).
+"$OTAGW" sim stm32 --chip 0x413 --spi "$D/run/stm32-spi.sock" --erase-time 1ms >"$D/run/mcu5.tty" 2>/dev/null &
+echo $! >"$D/run/mcu5.pid"
+# Two parts on one CAN bus behind an slcan adapter on a pty; their simulated
+# BOOT0/NRST lines are served on a socket (reset: sim:SOCKET:PART below;
+# a gateway wires gpio:CHIP:BOOT0LINE:NRSTLINE per device).
+"$OTAGW" sim stm32 --chip 0x413 --slcan --parts 2 --reset-socket "$D/run/can-lines.sock" >"$D/run/mcu6.tty" 2>/dev/null &
+echo $! >"$D/run/mcu6.pid"
+i=0; while [ ! -s "$D/run/mcu1.tty" ] || [ ! -s "$D/run/mcu2.tty" ] || [ ! -s "$D/run/mcu3.tty" ] || [ ! -s "$D/run/mcu4.tty" ] || [ ! -s "$D/run/mcu5.tty" ] || [ ! -s "$D/run/mcu6.tty" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
 TTY1=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu1.tty" | head -1)
 TTY2=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu2.tty" | head -1)
 TTY3=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu3.tty" | head -1)
-echo "STM32F103 (0x410) on $TTY1, STM32F407 (0x413) on $TTY2, ESP32-S3 on $TTY3" >&2
+TTY4=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu4.tty" | head -1)
+SPISOCK=$(head -1 "$D/run/mcu5.tty")
+TTY6=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu6.tty" | head -1)
+echo "STM32F103 (0x410) on $TTY1 and $TTY2, ESP32-S3 on $TTY3, ESP32 on $TTY4, STM32F407 (0x413) on SPI at $SPISOCK, two STM32F407 on CAN (slcan) at $TTY6" >&2
 
 cat >"$D/otagw.yaml" <<YAML
 # Demo config: everything lives under ./demo.
@@ -109,10 +123,19 @@ downstream:
     - {name: uart1, transport: uart, port: $TTY1, parity: none, reset: manual}
     - {name: uart2, transport: uart, port: $TTY2, parity: none, reset: manual}
     - {name: uart3, transport: uart, port: $TTY3, reset: manual}
+    - {name: uart4, transport: uart, port: $TTY4, reset: manual}
+    # On a gateway: device: /dev/spidev0.0 and reset: gpio:CHIP:BOOT0LINE:NRSTLINE.
+    - {name: spi0, transport: spi, device: "sim:$SPISOCK", mode: 0, speed_hz: 8000000, bits_per_word: 8, reset: manual}
+    # On a gateway: interface: can0 (SocketCAN), or port: /dev/ttyACM0 for an slcan adapter.
+    - {name: can1, transport: can, port: $TTY6, bitrate: 125000}
   devices:
     - {name: motor-ctl, bus: uart1, protocol: stm32-rom, family: F1, product_id: 0x410}
-    - {name: sensor-hub, bus: uart2, protocol: stm32-rom, family: F4, product_id: 0x413}
+    - {name: fan-ctl, bus: uart2, protocol: stm32-rom, family: F1, product_id: 0x410}
+    - {name: sensor-hub, bus: spi0, protocol: stm32-rom, family: F4, product_id: 0x413}
     - {name: radio, bus: uart3, protocol: esp32-rom, chip: esp32s3}
+    - {name: gps, bus: uart4, protocol: esp32-rom, chip: esp32}
+    - {name: door-front, bus: can1, protocol: stm32-rom, family: F4, product_id: 0x413, reset: "sim:$D/run/can-lines.sock:0"}
+    - {name: door-rear, bus: can1, protocol: stm32-rom, family: F4, product_id: 0x413, reset: "sim:$D/run/can-lines.sock:1"}
   backoff: 100ms
   esp32: {baud: 921600}
 YAML
@@ -152,7 +175,7 @@ stop_daemon() {
 }
 cleanup() {
 	stop_daemon
-	for f in server mcu1 mcu2 mcu3; do kill "$(cat "$D/run/$f.pid")" 2>/dev/null || true; done
+	for f in server mcu1 mcu2 mcu3 mcu4 mcu5 mcu6; do kill "$(cat "$D/run/$f.pid")" 2>/dev/null || true; done
 }
 trap 'cleanup; exit 0' INT TERM
 # A failed step (set -e) must not leave the daemon and simulators running.
@@ -194,7 +217,7 @@ start_daemon
 run "$OTAGW" status
 refused "$OTAGW" install "$URL/gw-1.0.0.otagw"
 
-say "MCU firmware: signed packages, fanned out over both buses in parallel"
+say "MCU firmware: four signed packages, fanned out to seven devices over six buses (four UARTs, CAN, SPI) in parallel, one device at a time per bus"
 head -c 48K /dev/urandom >"$D/images/motor-ctl.bin"
 head -c 96K /dev/urandom >"$D/images/sensor-hub.bin"
 run "$OTAGW" mcu package create --key "$D/keys/signing.key" --target F1 --product-id 0x410 --version 1.4.0 \
@@ -205,10 +228,14 @@ head -c 64K /dev/urandom >"$D/images/radio.bin"
 yes "radio firmware text" | head -c 64K >>"$D/images/radio.bin"
 run "$OTAGW" mcu package create --key "$D/keys/signing.key" --chip esp32s3 --version 3.1.0 \
 	--region 0x10000="$D/images/radio.bin" -o "$D/www/radio-3.1.0.otagwpkg" >&2
-run "$OTAGW" mcu flash --all "$D/www/motor-ctl-1.4.0.otagwpkg" "$D/www/radio-3.1.0.otagwpkg"
-run "$OTAGW" mcu flash sensor-hub "$D/www/sensor-hub-2.0.1.otagwpkg"
-say "again: the devices are current, nothing is flashed (the ESP32's flash MD5 matches)"
-run "$OTAGW" mcu flash --all "$D/www/motor-ctl-1.4.0.otagwpkg" "$D/www/radio-3.1.0.otagwpkg"
+run "$OTAGW" mcu package create --key "$D/keys/signing.key" --chip esp32 --version 1.0.2 \
+	--region 0x10000="$D/images/radio.bin" -o "$D/www/gps-1.0.2.otagwpkg" >&2
+MCUPKGS="$D/www/motor-ctl-1.4.0.otagwpkg $D/www/sensor-hub-2.0.1.otagwpkg $D/www/radio-3.1.0.otagwpkg $D/www/gps-1.0.2.otagwpkg"
+# shellcheck disable=SC2086 # four package paths
+run "$OTAGW" mcu flash --all $MCUPKGS
+say "again: the devices are current, nothing is flashed (the ESP32s' flash MD5 matches)"
+# shellcheck disable=SC2086
+run "$OTAGW" mcu flash --all $MCUPKGS
 run "$OTAGW" mcu list
 
 if [ "${DEMO_STAY:-}" = 0 ] || [ ! -t 0 ]; then

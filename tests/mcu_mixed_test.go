@@ -36,16 +36,24 @@ func simESP32(t *testing.T, args ...string) string {
 	return strings.TrimSpace(line)
 }
 
-// TestMCUMixedFleetThroughDaemon: two STM32s and two ESP32s (an ESP32 and
-// an ESP32-S3 with a corrupted block) on four pseudo-terminals, one
-// `otagw mcu flash --all STM32PKG ESP32PKG ESP32S3PKG` through the daemon.
-// Every device ends in success; the event trace shows the four buses in
-// parallel without timing: every device starts before any finishes.
+// TestMCUMixedFleetThroughDaemon: the fleet of issue 11, seven devices on
+// six buses: two STM32s (F1) on two UARTs, two STM32s (F4) on one CAN bus
+// behind an slcan adapter (AN3154; each with its own simulated BOOT0/NRST
+// lines, reset: sim:SOCKET:PART, so one is in its bootloader at a time), one
+// STM32 (F4) on SPI through the simulator socket (AN4286), and two ESP32s
+// (an ESP32 and an ESP32-S3 with a corrupted block) on two more UARTs; one
+// `otagw mcu flash --all F1PKG F4PKG ESP32PKG ESP32S3PKG` through the
+// daemon. Every device ends in success with the new version; the event
+// trace shows the buses in parallel without timing: every device starts
+// before any finishes.
 func TestMCUMixedFleetThroughDaemon(t *testing.T) {
 	t.Parallel()
 	dir := testDir(t)
 	stmA, stmB := simSTM32(t, "--chip", "0x410"), simSTM32(t, "--chip", "0x410")
 	espA, espB := simESP32(t, "--chip", "esp32"), simESP32(t, "--chip", "esp32s3", "--fault", "corrupt-block=5")
+	spiSock := simSTM32(t, "--chip", "0x413", "--spi", filepath.Join(dir, "stm32-spi.sock"), "--erase-time", "2ms")
+	canLines := filepath.Join(dir, "can-lines.sock")
+	canPTY := simSTM32(t, "--chip", "0x413", "--slcan", "--parts", "2", "--reset-socket", canLines)
 	keys := filepath.Join(dir, "keys")
 	if _, e, code := otagw(t, nil, "keygen", "--out", keys); code != 0 {
 		t.Fatal(e)
@@ -58,14 +66,19 @@ downstream:
     - {name: uart2, transport: uart, port: %s, parity: none, reset: manual}
     - {name: uart3, transport: uart, port: %s, reset: manual}
     - {name: uart4, transport: uart, port: %s, reset: manual}
+    - {name: spi0, transport: spi, device: "sim:%s", mode: 0, speed_hz: 8000000, bits_per_word: 8, reset: manual}
+    - {name: can1, transport: can, port: %s, bitrate: 125000}
   devices:
     - {name: pump, bus: uart1, protocol: stm32-rom, family: F1, product_id: 0x410}
     - {name: valve, bus: uart2, protocol: stm32-rom, family: F1, product_id: 0x410}
     - {name: radio, bus: uart3, protocol: esp32-rom, chip: esp32}
     - {name: display, bus: uart4, protocol: esp32-rom, chip: esp32s3}
+    - {name: sensor-hub, bus: spi0, protocol: stm32-rom, family: F4, product_id: 0x413}
+    - {name: door-front, bus: can1, protocol: stm32-rom, family: F4, product_id: 0x413, reset: "sim:%[8]s:0"}
+    - {name: door-rear, bus: can1, protocol: stm32-rom, family: F4, product_id: 0x413, reset: "sim:%[8]s:1"}
   backoff: 10ms
   esp32: {baud: 460800}
-`, keys, stmA, stmB, espA, espB))
+`, keys, stmA, stmB, espA, espB, spiSock, canPTY, canLines))
 	img := make([]byte, 32<<10)
 	rand.Read(img)
 	bin := filepath.Join(dir, "fw.bin")
@@ -74,6 +87,11 @@ downstream:
 	if _, e, code := otagw(t, nil, "mcu", "package", "create", "--key", filepath.Join(keys, "signing.key"), "--target", "F1",
 		"--product-id", "0x410", "--version", "1.2.0", "--address", "0x08000000", bin, "-o", stmPkg); code != 0 {
 		t.Fatalf("mcu package create: %s", e)
+	}
+	f4Pkg := filepath.Join(dir, "stm-f4.otagwpkg")
+	if _, e, code := otagw(t, nil, "mcu", "package", "create", "--key", filepath.Join(keys, "signing.key"), "--target", "F4",
+		"--product-id", "0x413", "--version", "1.2.0", "--address", "0x08000000", bin, "-o", f4Pkg); code != 0 {
+		t.Fatalf("mcu package create F4: %s", e)
 	}
 	var espPkgs []string
 	for _, name := range []string{"esp32", "esp32s3"} {
@@ -87,17 +105,18 @@ downstream:
 		}
 		espPkgs = append(espPkgs, pkg)
 	}
+	const fleet = 7
 	d := startDaemon(t, cfg)
 	sock := filepath.Join(dir, "otagw.sock")
 	waitSocket(t, sock)
 
-	out, e, code := otagw(t, nil, "mcu", "flash", "--all", stmPkg, espPkgs[0], espPkgs[1], "--socket", sock, "--json")
+	out, e, code := otagw(t, nil, "mcu", "flash", "--all", stmPkg, f4Pkg, espPkgs[0], espPkgs[1], "--socket", sock, "--json")
 	if code != 0 {
 		t.Fatalf("mcu flash --all: exit %d\n%s\n%s", code, out, e)
 	}
 	// the trace: each device's start and done, in the order the daemon sent them
 	var trace []string
-	started, finishedBeforeAllStarted := map[string]bool{}, false
+	started, finished, finishedBeforeAllStarted := map[string]bool{}, 0, false
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		var ev struct {
 			Type  string `json:"type"`
@@ -111,18 +130,21 @@ downstream:
 			started[ev.Event.Device] = true
 			trace = append(trace, ev.Event.Device+":start")
 		case "done":
-			finishedBeforeAllStarted = finishedBeforeAllStarted || len(started) < 4
+			// the second CAN device starts after the first is done (one
+			// device at a time per bus): every other bus has started by then
+			finishedBeforeAllStarted = finishedBeforeAllStarted || (finished == 0 && len(started) < fleet-1)
+			finished++
 			trace = append(trace, ev.Event.Device+":done")
 		}
 	}
 	t.Logf("trace: %s", strings.Join(trace, " "))
-	if finishedBeforeAllStarted || len(started) != 4 {
-		t.Errorf("a device finished before all four had started: the buses did not run in parallel: %v", trace)
+	if finishedBeforeAllStarted || len(started) != fleet {
+		t.Errorf("a device finished before every bus had started one: the buses did not run in parallel: %v", trace)
 	}
 	var mcus []api.MCUStatus
 	lo, _, _ := otagw(t, nil, "mcu", "list", "--json", "--socket", sock)
 	json.Unmarshal([]byte(lo), &mcus)
-	if len(mcus) != 4 {
+	if len(mcus) != fleet {
 		t.Fatalf("mcu list: %s", lo)
 	}
 	for _, m := range mcus {

@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register("sim stm32", "simulate an STM32 ROM bootloader on a pseudo-terminal (prints its path)", runSimSTM32)
+	register("sim stm32", "simulate an STM32 ROM bootloader on a pseudo-terminal, or with --spi on an SPI simulator socket (prints its path)", runSimSTM32)
 }
 
 func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -27,6 +27,10 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	rdp := fs.Bool("read-protected", false, "start with readout protection")
 	wrp := fs.Bool("write-protected", false, "start with write protection")
 	statsFile := fs.String("stats", "", "write the byte and round-trip counters as JSON to this file on exit")
+	slcan := fs.Bool("slcan", false, "serve the CAN face (AN3154) on one CAN bus behind an slcan adapter on a pty; an otagw bus reaches it as transport: can, port: PTY")
+	parts := fs.Int("parts", 1, "with --slcan: this many parts on the bus")
+	lines := fs.String("reset-socket", "", "serve the parts' BOOT0/NRST lines on this Unix socket (reset: sim:SOCKET:PART, parts from 0; tests and demo only); the parts then start in their applications")
+	spiSock := fs.String("spi", "", "serve the SPI face (AN4286) on this Unix socket instead of a pty; an spi bus reaches it as device: sim:PATH (tests and demo only)")
 	list := fs.Bool("list", false, "list the simulated chips and exit")
 	asJSON := fs.Bool("json", false, "with --list: print JSON")
 	if err := fs.Parse(args); err != nil {
@@ -67,18 +71,61 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return 2
 	}
 	sim := stm32sim.New(chip, stm32sim.Options{Faults: f, Seed: *seed, EraseTime: *eraseTime, ReadProtected: *rdp, WriteProtected: *wrp})
-	p, err := stm32sim.ServePTY(ctx, sim)
-	if err != nil {
-		fmt.Fprintf(stderr, "otagw sim stm32: %v\n", err)
-		return 1
+	var path string
+	var closer io.Closer
+	if *parts < 1 || ((*parts > 1 || *lines != "") && !*slcan) || (*slcan && *spiSock != "") {
+		fmt.Fprintln(stderr, "otagw sim stm32: --parts and --reset-socket need --slcan; --slcan and --spi exclude each other")
+		return 2
 	}
-	fmt.Fprintln(stdout, p.Path)
+	if *slcan {
+		sims := []*stm32sim.Sim{sim}
+		for i := 1; i < *parts; i++ {
+			sims = append(sims, stm32sim.New(chip, stm32sim.Options{Faults: f, Seed: *seed + int64(i), EraseTime: *eraseTime, ReadProtected: *rdp, WriteProtected: *wrp}))
+		}
+		if *lines != "" {
+			for _, s := range sims {
+				s.RunApplication()
+			}
+			if _, err := stm32sim.ServeResetLines(ctx, *lines, sims...); err != nil {
+				fmt.Fprintf(stderr, "otagw sim stm32: --reset-socket: %v\n", err)
+				return 1
+			}
+		}
+		p, err := stm32sim.ServeSLCANPTY(ctx, sims...)
+		if err != nil {
+			fmt.Fprintf(stderr, "otagw sim stm32: --slcan: %v\n", err)
+			return 1
+		}
+		path, closer = p.Path, p
+	} else if *spiSock != "" {
+		ln, err := stm32sim.ServeSPISocket(ctx, sim, *spiSock)
+		if err != nil {
+			fmt.Fprintf(stderr, "otagw sim stm32: --spi: %v\n", err)
+			return 1
+		}
+		path, closer = *spiSock, ln
+	} else {
+		p, err := stm32sim.ServePTY(ctx, sim)
+		if err != nil {
+			fmt.Fprintf(stderr, "otagw sim stm32: %v\n", err)
+			return 1
+		}
+		path, closer = p.Path, p
+	}
+	fmt.Fprintln(stdout, path)
 	if fl, ok := stdout.(*os.File); ok {
 		fl.Sync()
 	}
-	fmt.Fprintf(stderr, "simulating %s (bootloader 0x%02x) on %s until interrupted\n", chip, chip.BootloaderVersion, p.Path)
+	face := "USART"
+	switch {
+	case *spiSock != "":
+		face = "SPI"
+	case *slcan:
+		face = fmt.Sprintf("CAN (%d parts behind slcan)", *parts)
+	}
+	fmt.Fprintf(stderr, "simulating %s (bootloader 0x%02x) over %s on %s until interrupted\n", chip, chip.BootloaderVersion, face, path)
 	<-ctx.Done()
-	p.Close()
+	closer.Close()
 	st := sim.Stats()
 	fmt.Fprintf(stderr, "host_bytes=%d device_bytes=%d round_trips=%d erases=%d pages_erased=%d\n", st.HostBytes, st.DeviceBytes, st.RoundTrips, st.Erases, st.PagesErased)
 	if *statsFile != "" {

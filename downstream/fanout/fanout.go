@@ -31,6 +31,7 @@ import (
 	"github.com/otagw/otagw/downstream/link"
 	"github.com/otagw/otagw/downstream/mcupkg"
 	"github.com/otagw/otagw/downstream/reset"
+	"github.com/otagw/otagw/downstream/spi"
 	"github.com/otagw/otagw/downstream/uart"
 )
 
@@ -96,13 +97,24 @@ type Hardware interface {
 	Reset(b downstream.Bus, d downstream.Device, l link.Link, o reset.Options) (reset.Strategy, error)
 }
 
-// Serial is the real Hardware: the bus's transport (uart.Open) and
-// reset.Parse.
+// Serial is the real Hardware: the bus's transport (uart.Open, spi.Open)
+// and reset.Parse.
 type Serial struct{}
 
-// OpenBus opens the bus's transport.
+// OpenBus opens the bus's transport. An SPI bus comes back as an
+// spi.Link, which the STM32 protocol unwraps.
 func (Serial) OpenBus(_ context.Context, b downstream.Bus) (link.Link, error) {
-	if t := b.TransportName(); t != downstream.TransportUART {
+	switch t := b.TransportName(); t {
+	case downstream.TransportSPI:
+		c, err := spi.Open(b.SPIConfig())
+		if err != nil {
+			return nil, err
+		}
+		return spi.Link{Conn: c}, nil
+	case downstream.TransportCAN:
+		return openCAN(b)
+	case downstream.TransportUART:
+	default:
 		return nil, fmt.Errorf("transport %q: not supported", t)
 	}
 	o := uart.DefaultOptions()

@@ -214,6 +214,8 @@ func Parse(spec string, l link.Link, o Options) (Strategy, error) {
 			return nil, err
 		}
 		return &GPIO{Chip: chip, Boot0: boot0, NRST: nrst, O: o}, nil
+	case strings.HasPrefix(spec, "sim:"): // simulator lines: tests and demo only
+		return ParseSimLines(spec)
 	case strings.HasPrefix(spec, "gpio-esp32:"):
 		chip, strap, en, err := ParseGPIO("gpio:" + strings.TrimPrefix(spec, "gpio-esp32:"))
 		if err != nil {

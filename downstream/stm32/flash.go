@@ -41,7 +41,7 @@ type block struct {
 // which pages are erased and which 256-byte blocks are written and
 // verified, so that a Run after an error resumes where the last one stopped.
 type Flasher struct {
-	c       *Client
+	c       Bootloader
 	chip    *chips.Chip
 	o       Options
 	blocks  []*block
@@ -95,7 +95,7 @@ func Normalize(segs []Segment) []Segment {
 
 // NewFlasher plans the flashing of segs into chip: every byte must lie in
 // the chip's flash (chips.ErrOutOfFlash otherwise).
-func NewFlasher(c *Client, chip *chips.Chip, segs []Segment, o Options) (*Flasher, error) {
+func NewFlasher(c Bootloader, chip *chips.Chip, segs []Segment, o Options) (*Flasher, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (f *Flasher) Run(ctx context.Context, progress func(Progress)) error {
 		budget--
 		f.retries++
 		if errors.Is(err, ErrNACK) {
-			f.c.drain(ctx) // after a NACK the bootloader waits for a command
+			f.c.Drain(ctx) // after a NACK the bootloader waits for a command
 			return nil
 		}
 		if rerr := f.c.Recover(ctx); rerr != nil {
@@ -248,7 +248,7 @@ func (f *Flasher) writePending(ctx context.Context, progress func(Progress)) err
 			}
 			// The data may or may not have been programmed: find out.
 			if errors.Is(err, ErrNACK) {
-				f.c.drain(ctx)
+				f.c.Drain(ctx)
 			} else if rerr := f.c.Recover(ctx); rerr != nil {
 				return err
 			}

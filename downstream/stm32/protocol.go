@@ -7,9 +7,11 @@ import (
 	"strings"
 
 	"github.com/otagw/otagw/downstream"
+	"github.com/otagw/otagw/downstream/can"
 	"github.com/otagw/otagw/downstream/link"
 	"github.com/otagw/otagw/downstream/mcupkg"
 	"github.com/otagw/otagw/downstream/reset"
+	"github.com/otagw/otagw/downstream/spi"
 	"github.com/otagw/otagw/downstream/stm32/chips"
 )
 
@@ -60,14 +62,24 @@ func (Protocol) Check(d downstream.Device, p *mcupkg.Package) error {
 // Parity: the ROM bootloader's USART runs 8E1.
 func (Protocol) Parity() string { return "even" }
 
-// Open returns a session; nothing is sent yet.
+// Open returns a session; nothing is sent yet. On an SPI bus (l made by
+// spi.Link) the session speaks AN4286, on a CAN bus (l made by
+// can.AsLink) AN3154, on a serial line AN3155.
 func (Protocol) Open(l link.Link, rs reset.Strategy, _ downstream.Bus, d downstream.Device, p *mcupkg.Package, o downstream.Options) downstream.Session {
 	chip, _ := chips.Lookup(d.ProductID)
-	return &session{c: New(l, o.STM32), rs: rs, dev: d, pkg: p, chip: chip, o: o.STM32}
+	var c Bootloader
+	if sc, ok := spi.ConnOf(l); ok {
+		c = NewSPI(sc, o.STM32)
+	} else if cc, ok := can.FromLink(l); ok {
+		c = NewCAN(cc, o.STM32)
+	} else {
+		c = New(l, o.STM32)
+	}
+	return &session{c: c, rs: rs, dev: d, pkg: p, chip: chip, o: o.STM32}
 }
 
 type session struct {
-	c    *Client
+	c    Bootloader
 	rs   reset.Strategy
 	dev  downstream.Device
 	pkg  *mcupkg.Package

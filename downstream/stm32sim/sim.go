@@ -50,14 +50,20 @@ type Options struct {
 
 // Stats are counted by the simulator.
 type Stats struct {
-	HostBytes   int64        `json:"host_bytes"`   // bytes that reached the bootloader
-	DeviceBytes int64        `json:"device_bytes"` // bytes the bootloader sent
-	RoundTrips  int64        `json:"round_trips"`  // turnarounds: replies sent after host input
-	Commands    map[byte]int `json:"commands"`     // accepted commands by opcode
-	Erases      int          `json:"erases"`       // erase operations performed (incl. mass erase)
-	PagesErased int          `json:"pages_erased"`
-	Resets      int          `json:"resets"`
-	Injected    Injected     `json:"injected"`
+	HostBytes   int64 `json:"host_bytes"`   // bytes that reached the bootloader
+	DeviceBytes int64 `json:"device_bytes"` // bytes the bootloader sent
+	RoundTrips  int64 `json:"round_trips"`  // turnarounds: replies sent after host input
+	// HostFrames and DeviceFrames count CAN frames (the CAN face only).
+	HostFrames   int64        `json:"host_frames,omitempty"`
+	DeviceFrames int64        `json:"device_frames,omitempty"`
+	Commands     map[byte]int `json:"commands"` // accepted commands by opcode
+	Erases       int          `json:"erases"`   // erase operations performed (incl. mass erase)
+	PagesErased  int          `json:"pages_erased"`
+	Resets       int          `json:"resets"`
+	// IdleClocks (SPI face) counts bytes the host clocked while the
+	// bootloader had nothing to send: ACK polls, busy periods, dummies.
+	IdleClocks int64    `json:"idle_clocks,omitempty"`
+	Injected   Injected `json:"injected"`
 }
 
 // Injected counts the faults injected.
@@ -84,6 +90,7 @@ type Sim struct {
 	stats    Stats
 	rxSince  bool
 	disc     bool
+	canRate  int // CAN face: bit rate chosen by Speed (0: 125 kbit/s)
 }
 
 // New returns a simulator of chip with erased flash.
