@@ -193,7 +193,7 @@ func (d *Daemon) reconcile(c *abboot.Chooser) {
 		!(st.Committed == tr.Version && st.Seq > tr.Seq) {
 		loud = append(loud, fmt.Sprintf("release %s on trial in the booted slot %s was missing from the state: it is assessed again", tr.Version, booted))
 		st.Pending, st.PendingSlot, st.PendingCounter, st.PendingSeq, st.PendingSwitched = tr.Version, tr.Slot, tr.Counter, tr.Seq, true
-		st.State, changed = "installed", true
+		changed = true // restore() says installed, or assessing
 	}
 
 	// The floor: the highest that any store proves.

@@ -12,7 +12,7 @@ import (
 )
 
 // bootPart owns the boot selection (abboot): which slot boots next, tries,
-// good and bad. Other parts reach it through d.boot().
+// good and bad. Other parts reach it through d.boot.
 type bootPart struct {
 	d   *Daemon
 	mu  sync.Mutex

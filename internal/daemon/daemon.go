@@ -21,6 +21,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,6 +34,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/otagw/otagw/downstream/fanout"
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/buildinfo"
 	"github.com/otagw/otagw/internal/config"
@@ -54,18 +57,23 @@ type Options struct {
 	// Notify sends an sd_notify message; nil means go-systemd's SdNotify
 	// (a no-op when NOTIFY_SOCKET is unset).
 	Notify func(string) error
-	// Now is the clock; nil means time.Now.
+	// Now is the clock of the daemon and of what it drives (state
+	// entries, events, maintenance windows, bundle expiry, install rates);
+	// nil means time.Now.
 	Now func() time.Time
 }
 
-// persisted is what survives restarts and reboots.
+// persisted is the release record: the one record that survives restarts
+// and reboots. flow.enter writes it with every state entry; the install
+// and the MCU fan-out write their progress into it.
 type persisted struct {
-	State          string `json:"state"`
-	Starts         int    `json:"starts"` // daemon starts, for crash-loop evidence
-	Committed      string `json:"committed,omitempty"`
-	Pending        string `json:"pending,omitempty"`      // installed, not yet committed
-	PendingSlot    string `json:"pending_slot,omitempty"` // where Pending was installed
-	PendingCounter uint64 `json:"pending_counter,omitempty"`
+	State          string   `json:"state"`
+	Failure        *failure `json:"failure,omitempty"` // why State is failed, and how many times in a row
+	Starts         int      `json:"starts"`            // daemon starts, for crash-loop evidence
+	Committed      string   `json:"committed,omitempty"`
+	Pending        string   `json:"pending,omitempty"`      // installed, not yet committed
+	PendingSlot    string   `json:"pending_slot,omitempty"` // where Pending was installed
+	PendingCounter uint64   `json:"pending_counter,omitempty"`
 	// PendingSeq is the sequence number of the switch to Pending;
 	// PendingSwitched says the boot environment is known to name it (the
 	// state is written before the environment: see anchor.go).
@@ -76,7 +84,16 @@ type persisted struct {
 	Seq             uint64 `json:"seq,omitempty"`
 	MinVersion      string `json:"min_version,omitempty"`
 	SecurityCounter uint64 `json:"security_counter,omitempty"`
-	// Parts holds each part's own persisted piece, by part name.
+	// Install is the install's progress: source, target slot, checkpoint,
+	// what each slot holds.
+	Install installRecord `json:"install"`
+	// MCUPayloads are the verified MCU packages of the installed release
+	// (paths the install returned), fanned out after its commit.
+	MCUPayloads []string `json:"mcu_payloads,omitempty"`
+	// MCU is each device's fan-out record, by device name.
+	MCU map[string]fanout.Record `json:"mcu,omitempty"`
+	// Parts is the layout before one record: each part's piece by name
+	// ("install", "mcu"). Read once at load and migrated; never written.
 	Parts map[string]json.RawMessage `json:"parts,omitempty"`
 }
 
@@ -90,12 +107,19 @@ type Daemon struct {
 	cfg      *config.Config
 	gen      int
 	st       persisted
-	message  string
 	warnings []string
 	started  time.Time
 
-	srv   *api.Server
-	parts []part
+	flow *flow // the update flow's state machine (flow.go)
+	bus  *bus  // its events, and the install and MCU progress (events.go)
+
+	srv *api.Server
+	// The parts, in start order (parts.go).
+	boot        *bootPart
+	maintenance *maintenancePart
+	inst        *installPart
+	health      *healthPart
+	mcu         *mcuPart
 	// beat proves the main loop alive to the health loop (nil: no loop).
 	beat func()
 	// serving is set once the API socket listens.
@@ -118,7 +142,10 @@ func New(o Options) (*Daemon, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	d := &Daemon{opts: o, log: o.Log, cfg: o.Config, gen: 1, parts: newParts()}
+	d := &Daemon{opts: o, log: o.Log, cfg: o.Config, gen: 1}
+	d.bus = newBus(o.Now)
+	d.flow = newFlow(o.Now, o.Log, d.notify, d.persistState, d.bus)
+	d.boot, d.maintenance, d.inst, d.health, d.mcu = &bootPart{}, &maintenancePart{}, &installPart{}, &healthPart{}, &mcuPart{}
 	return d, nil
 }
 
@@ -154,32 +181,29 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	// Durable states survive a restart; the parts may move on from them
-	// (an interrupted install resumes, a pending release is assessed).
-	switch d.st.State {
-	case "installed":
-		d.setState("installed", "release "+d.st.Pending+" installed; it boots next")
-	case "failed":
-		d.setState("failed", "the last install failed; see last_error, or start a new one")
-	default:
-		d.setState("idle", "ready")
-	}
-
 	access, sockGID := d.access(cfg)
 	d.srv = api.NewServer(access, d.log)
 	d.routes()
-	for i, p := range d.parts {
+	parts := d.parts()
+	for i, p := range parts {
 		if err := p.start(ctx, d); err != nil {
-			for _, q := range d.parts[:i] {
+			for _, q := range parts[:i] {
 				q.stop()
 			}
 			return err
 		}
 		p.routes(d.srv)
+		if p == part(d.boot) {
+			// The boot selection is open: the stores agree (reconcile)
+			// and the flow leaves starting for the state the record and
+			// the boot environment say; the parts move on from there (an
+			// interrupted install resumes, a pending release is assessed).
+			d.restore()
+		}
 	}
 	defer func() {
-		for i := len(d.parts) - 1; i >= 0; i-- {
-			d.parts[i].stop()
+		for i := len(parts) - 1; i >= 0; i-- {
+			parts[i].stop()
 		}
 	}()
 
@@ -249,6 +273,7 @@ func (d *Daemon) listen(cfg *config.Config, gid int) (net.Listener, bool, error)
 func (d *Daemon) stop(activated bool) error {
 	d.notify("STOPPING=1\nSTATUS=stopping")
 	d.log.Info("stopping", zap.String("state", d.status().State))
+	d.bus.close() // the event streams end now, not at the grace period
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 	defer cancel()
 	d.srv.Shutdown(ctx)
@@ -269,7 +294,7 @@ func (d *Daemon) openState(cfg *config.Config) error {
 		return err
 	}
 	d.store = st
-	p := persisted{State: "idle"}
+	p := persisted{State: api.StateIdle}
 	res, err := st.Load(&p)
 	if err != nil {
 		return err
@@ -282,11 +307,102 @@ func (d *Daemon) openState(cfg *config.Config) error {
 			st.Path(), res.Reason, res.MovedTo)
 		d.log.Error("state tampering detected", zap.String("file", st.Path()), zap.String("moved_to", res.MovedTo), zap.Error(res.Reason))
 		d.warnings = append(d.warnings, msg)
-		p = persisted{State: "idle"}
+		p = persisted{State: api.StateIdle}
+	}
+	if err := migrate(&p, cfg.Daemon.StateDir); err != nil {
+		d.log.Error("state file: migrating the old layout", zap.String("file", st.Path()), zap.Error(err))
+		d.warnings = append(d.warnings, fmt.Sprintf("state file %s: migrating the old layout: %v", st.Path(), err))
 	}
 	p.Starts++
 	d.st = p
+	d.flow.restoreFailure(p.Failure)
 	return d.saveLocked()
+}
+
+// migrate brings a record of the layout before one record (each part's
+// piece under "parts", MCU firmware found by listing a directory) to this
+// one. Idempotent.
+func migrate(p *persisted, stateDir string) error {
+	var errs []error
+	if raw, ok := p.Parts["install"]; ok {
+		if err := json.Unmarshal(raw, &p.Install); err != nil {
+			errs = append(errs, fmt.Errorf("parts.install: %w", err))
+		}
+	}
+	if raw, ok := p.Parts["mcu"]; ok {
+		if err := json.Unmarshal(raw, &p.MCU); err != nil {
+			errs = append(errs, fmt.Errorf("parts.mcu: %w", err))
+		}
+	}
+	if p.Parts != nil {
+		// Firmware a committed release left for its fan-out, from when it
+		// was found by listing the directory.
+		files, _ := filepath.Glob(filepath.Join(stateDir, "mcu-payloads", "*"))
+		sort.Strings(files)
+		p.MCUPayloads = append(p.MCUPayloads, files...)
+	}
+	p.Parts = nil
+	return errors.Join(errs...)
+}
+
+// persistState is flow's persist: the new state and failure go to disk
+// with the rest of the record.
+func (d *Daemon) persistState(s string, f *failure) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.st.State, d.st.Failure = s, f
+	return d.saveLocked()
+}
+
+// restore leaves starting: reconcile, then the state restore() decides.
+func (d *Daemon) restore() {
+	var facts bootFacts
+	if c, err := d.boot.chooser(); err == nil {
+		d.reconcile(c)
+		b, err1 := c.Booted()
+		p, err2 := c.Primary()
+		facts = bootFacts{Known: err1 == nil && err2 == nil, Booted: b, Primary: p}
+	}
+	d.mu.Lock()
+	last := d.st.State
+	to := restore(last, &d.st, facts)
+	pending, pslot, src := d.st.Pending, d.st.PendingSlot, d.st.Install.Source
+	d.mu.Unlock()
+	why := "ready"
+	e := entry{Release: pending, Slot: pslot}
+	switch to {
+	case api.StateInstalled:
+		why = "release " + pending + " installed in slot " + pslot + "; it boots next"
+	case api.StateAssessing:
+		why = "booted the new release " + pending + " in slot " + pslot + ": checking it before committing it"
+	case api.StateRolledBack:
+		why = "release " + pending + " in slot " + pslot + " did not boot; the boot loader fell back"
+	case api.StateInstalling:
+		why, e = "an install of "+src+" was interrupted", entry{Source: "resume"}
+	case api.StateFlashing:
+		why = "resuming the fan-out of the release's MCU firmware"
+	case api.StateFailed:
+		why = "the last step failed; see last_error, or start a new one"
+		d.mu.Lock()
+		if f := d.st.Failure; f != nil {
+			e.Kind, e.Error = f.Kind, f.Reason
+		}
+		d.mu.Unlock()
+	case api.StateCommitted:
+		why = "release " + d.committed() + " committed"
+	}
+	if last != to && last != api.StateIdle {
+		why += " (the daemon stopped in state " + last + ")"
+	}
+	if err := d.flow.enter(to, why, e); err != nil {
+		d.log.Error("restoring the state", zap.Error(err))
+	}
+}
+
+func (d *Daemon) committed() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.st.Committed
 }
 
 func (d *Daemon) saveLocked() error {
@@ -317,7 +433,7 @@ func (d *Daemon) reloadLocked() error {
 	nc, err := config.Load(d.opts.ConfigPath)
 	if err != nil {
 		d.log.Error("new configuration rejected; the old one stays in force", zap.String("config", d.opts.ConfigPath), zap.Error(err))
-		d.setMessage("config reload rejected: " + firstLine(err.Error()))
+		d.flow.note("config reload rejected: " + firstLine(err.Error()))
 		return err
 	}
 	old := d.config()
@@ -337,11 +453,11 @@ func (d *Daemon) reloadLocked() error {
 	d.gen++
 	gen := d.gen
 	d.mu.Unlock()
-	for _, p := range d.parts {
+	for _, p := range d.parts() {
 		p.reload(nc)
 	}
 	d.log.Info("configuration reloaded", zap.Int("generation", gen))
-	d.setMessage("config reloaded")
+	d.flow.note("config reloaded")
 	return nil
 }
 
@@ -360,36 +476,11 @@ func monotonicUsec() string {
 	return strconv.FormatInt(int64(ts.Sec)*1e6+int64(ts.Nsec)/1e3, 10)
 }
 
-// setState records a state machine transition: persisted, logged, and sent
-// to systemd as STATUS=.
-func (d *Daemon) setState(s, msg string) {
-	d.mu.Lock()
-	changed := d.st.State != s
-	d.st.State = s
-	d.message = msg
-	if changed {
-		d.saveLocked()
-	}
-	d.mu.Unlock()
-	if changed {
-		d.log.Info("state", zap.String("state", s), zap.String("why", msg))
-	}
-	d.notify("STATUS=" + s + ": " + msg)
-}
-
 // warn adds a warning shown by `otagw status` until the next start.
 func (d *Daemon) warn(msg string) {
 	d.mu.Lock()
 	d.warnings = append(d.warnings, msg)
 	d.mu.Unlock()
-}
-
-func (d *Daemon) setMessage(msg string) {
-	d.mu.Lock()
-	s := d.st.State
-	d.message = msg
-	d.mu.Unlock()
-	d.notify("STATUS=" + s + ": " + msg)
 }
 
 func (d *Daemon) notify(s string) {
@@ -400,6 +491,7 @@ func (d *Daemon) notify(s string) {
 
 func (d *Daemon) routes() {
 	d.srv.Read("GET /v1/status", d.handleStatus)
+	d.srv.Read("GET /v1/events", d.handleEvents)
 	d.srv.Write("POST /v1/reload", d.handleReload)
 	d.srv.Write("POST /v1/config", d.handleApply)
 }
@@ -458,19 +550,20 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) status() api.Status {
 	s := d.baseStatus()
-	for _, p := range d.parts {
+	for _, p := range d.parts() {
 		p.status(&s)
 	}
 	return s
 }
 
 func (d *Daemon) baseStatus() api.Status {
+	state, msg, fail := d.flow.current()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.opts.Now()
 	s := api.Status{
-		State:            d.st.State,
-		Message:          d.message,
+		State:            state,
+		Message:          msg,
 		Version:          buildinfo.Version,
 		PID:              os.Getpid(),
 		ConfigPath:       d.opts.ConfigPath,
@@ -480,11 +573,8 @@ func (d *Daemon) baseStatus() api.Status {
 		UptimeSeconds:    now.Sub(d.started).Seconds(),
 		Warnings:         append([]string(nil), d.warnings...),
 	}
-	if d.st.Pending != "" && d.st.PendingSwitched && (s.State == "idle" || s.State == "failed") {
-		// State and message agree with the release record: a release
-		// waiting for its reboot is what status leads with.
-		s.State = "installed"
-		s.Message = fmt.Sprintf("release %s installed in slot %s; it boots next", d.st.Pending, d.st.PendingSlot)
+	if fail != nil {
+		s.LastError = &api.LastError{Kind: fail.Kind, Error: fail.Reason}
 	}
 	if d.st.Committed != "" || d.st.MinVersion != "" || d.st.Pending != "" {
 		s.Release = &api.Release{Committed: d.st.Committed, Pending: d.st.Pending,

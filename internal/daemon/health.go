@@ -17,7 +17,6 @@ import (
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
 	"github.com/otagw/otagw/internal/fault"
-	"github.com/otagw/otagw/internal/window"
 	"github.com/otagw/otagw/watchdog"
 	"github.com/otagw/otagw/watchdog/assess"
 	"github.com/otagw/otagw/watchdog/health"
@@ -132,7 +131,7 @@ func probeSocket(ctx context.Context, path string) error {
 type assessBoot struct{ d *Daemon }
 
 func (b assessBoot) Booted() (string, error) {
-	c, err := b.d.bootPart().chooser()
+	c, err := b.d.boot.chooser()
 	if err != nil {
 		return "", err
 	}
@@ -150,7 +149,7 @@ func (b assessBoot) Pending() (bool, error) {
 }
 
 func (b assessBoot) MarkGood(slot string) error {
-	c, err := b.d.bootPart().chooser()
+	c, err := b.d.boot.chooser()
 	if err != nil {
 		return err
 	}
@@ -160,7 +159,7 @@ func (b assessBoot) MarkGood(slot string) error {
 }
 
 func (b assessBoot) MarkBad(slot string) error {
-	c, err := b.d.bootPart().chooser()
+	c, err := b.d.boot.chooser()
 	if err != nil {
 		return err
 	}
@@ -173,7 +172,7 @@ func (b assessBoot) MarkBad(slot string) error {
 // the end of the trial go to the boot environment in one write; a cut
 // between the two is repaired by reconcile at the next start.
 func (d *Daemon) commit(ctx context.Context, slot string) error {
-	c, err := d.bootPart().chooser()
+	c, err := d.boot.chooser()
 	if err != nil {
 		return err
 	}
@@ -211,12 +210,30 @@ func (d *Daemon) commit(ctx context.Context, slot string) error {
 }
 
 // rebooter runs daemon.reboot_command when configured (development, the
-// demo and tests), else reboots through systemd or reboot(2).
+// demo and tests), else reboots through systemd or reboot(2). The flow
+// enters rebooting first: a reboot the flow does not allow now (an install
+// is writing) is refused. A reboot that failed returns the flow to where
+// it was (or to failed, after a rollback).
 type rebooter struct{ d *Daemon }
 
 func (r rebooter) Reboot(ctx context.Context, reason string) error {
 	cfg := r.d.config()
-	r.d.setState("rebooting", reason)
+	prev := r.d.flow.State()
+	if err := r.d.flow.enter(api.StateRebooting, reason, entry{}); err != nil {
+		return err
+	}
+	err := r.reboot(ctx, cfg, reason)
+	if err != nil {
+		back := prev
+		if !legal(api.StateRebooting, back) {
+			back = api.StateFailed
+		}
+		r.d.flow.enter(back, "reboot failed: "+err.Error(), entry{Kind: "reboot-failed", Error: err.Error()})
+	}
+	return err
+}
+
+func (r rebooter) reboot(ctx context.Context, cfg *config.Config, reason string) error {
 	if len(cfg.Daemon.RebootCommand) == 0 {
 		return assess.NewRebooter(r.d.log).Reboot(ctx, reason)
 	}
@@ -242,7 +259,20 @@ func (h *healthPart) assessor() *assess.Assessor {
 		Events: func(e assess.Event) {
 			d.log.Info("assessment", zap.String("event", e.Kind), zap.String("slot", e.Slot), zap.Int("round", e.Round), zap.String("reason", e.Reason))
 			if e.Report != nil && !e.Report.OK {
-				d.setMessage(fmt.Sprintf("assessing slot %s: round %d: %v", e.Slot, e.Round, e.Report.Err()))
+				d.flow.note(fmt.Sprintf("assessing slot %s: round %d: %v", e.Slot, e.Round, e.Report.Err()))
+			}
+			switch {
+			case e.Kind == assess.EventMarkedBad && d.flow.State() == api.StateAssessing:
+				// The new release failed its trial: rolled back before
+				// the reboot into the old slot.
+				d.flow.enter(api.StateRolledBack, "release in slot "+e.Slot+" failed its assessment: "+e.Reason,
+					entry{Slot: e.Slot, Kind: "assessment-failed", Error: e.Reason})
+			case e.Kind == assess.EventRound || e.Kind == assess.EventStarted:
+				ev := api.Event{Type: api.EventProgress, State: api.StateAssessing, Slot: e.Slot, Done: int64(e.Round), Message: e.Reason}
+				if e.Report != nil && !e.Report.OK {
+					ev.Message, ev.Kind = e.Report.Err().Error(), "check-failed"
+				}
+				d.bus.publish(ev)
 			}
 		},
 		Uptime: func() (time.Duration, error) {
@@ -262,7 +292,7 @@ func (h *healthPart) assessOnStart() {
 	d.mu.Lock()
 	pending, pslot := d.st.Pending, d.st.PendingSlot
 	d.mu.Unlock()
-	c, err := d.bootPart().chooser()
+	c, err := d.boot.chooser()
 	if err != nil {
 		return
 	}
@@ -272,7 +302,7 @@ func (h *healthPart) assessOnStart() {
 		return
 	}
 	if pending != "" && booted == pslot {
-		h.run(true)
+		h.run(true, pending)
 		return
 	}
 	if pending != "" {
@@ -290,14 +320,13 @@ func (h *healthPart) assessOnStart() {
 	if err := c.MarkGood(booted); err != nil {
 		d.log.Error("marking the booted slot good", zap.String("slot", booted), zap.Error(err))
 	}
-	h.run(false) // starts the committed target; nothing to decide
+	h.run(false, "") // starts the committed target; nothing to decide
 }
 
-func (h *healthPart) run(pending bool) {
+// run runs the assessor; for a pending release (version) the flow is in
+// assessing (restore put it there) and leaves it by the outcome.
+func (h *healthPart) run(pending bool, version string) {
 	d := h.d
-	if pending {
-		d.setState("assessing", "checking the new release before committing it")
-	}
 	res, err := h.assessor().Run(h.ctx)
 	if h.ctx.Err() != nil {
 		return
@@ -311,21 +340,18 @@ func (h *healthPart) run(pending bool) {
 		h.assess = a
 	}
 	h.mu.Unlock()
+	if !pending {
+		return
+	}
 	switch res.Outcome {
 	case assess.Committed:
-		d.setState("idle", "release committed in slot "+res.Slot)
+		d.flow.enter(api.StateCommitted, "release "+version+" committed in slot "+res.Slot,
+			entry{Release: version, Slot: res.Slot})
 		// MCU firmware shipped with the release fans out after the commit.
-		if m := d.mcuPart(); m != nil {
-			d.maintenancePart().whenAllowed(window.Flash, "MCU firmware of the release", func() {
-				m.wg.Add(1)
-				go func() {
-					defer m.wg.Done()
-					m.flashPayloads()
-				}()
-			})
-		}
+		d.mcu.afterCommit()
 	case assess.CommitFailed:
-		d.setState("idle", "checks passed but the commit failed: "+a.Error)
+		d.flow.enter(api.StateFailed, "checks passed but the commit failed: "+a.Error,
+			entry{Release: version, Slot: res.Slot, Kind: "commit-failed", Error: a.Error})
 	case assess.RolledBack:
 		if err != nil {
 			d.log.Error("rollback reboot failed; stopping the health loop so the hardware watchdog resets the board", zap.Error(err))
@@ -339,18 +365,17 @@ func (h *healthPart) rolledBack(slot, version, booted string) {
 	d := h.d
 	d.mu.Lock()
 	d.st.Pending, d.st.PendingSlot, d.st.PendingCounter = "", "", 0
-	d.saveLocked()
-	d.mu.Unlock()
-	var rec installRecord
-	d.loadPart(installPartName, &rec)
+	d.st.MCUPayloads = nil // the firmware of a release that is not running
+	rec := &d.st.Install
 	if rec.NotBootable == nil {
 		rec.NotBootable = map[string]string{}
 	}
 	rec.NotBootable[slot] = "release " + version + " rolled back"
 	delete(rec.Installed, slot)
-	d.savePart(installPartName, &rec)
-	d.log.Error("release rolled back", zap.String("version", version), zap.String("slot", slot), zap.String("booted", booted))
-	d.setState("idle", fmt.Sprintf("release %s in slot %s was rolled back; running slot %s", version, slot, booted))
+	d.saveLocked()
+	d.mu.Unlock()
+	d.log.Error("release rolled back", zap.String("event", "rolled-back"), zap.String("release", version), zap.String("slot", slot), zap.String("booted", booted))
+	d.flow.note(fmt.Sprintf("release %s in slot %s was rolled back; running slot %s", version, slot, booted))
 	h.mu.Lock()
 	h.assess = &api.Assessment{Outcome: string(assess.RolledBack), Slot: slot, Reason: "the boot loader fell back to slot " + booted}
 	h.mu.Unlock()
@@ -374,7 +399,7 @@ func (h *healthPart) handleMarkGood(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusPreconditionFailed, "mark-good", err.Error())
 		return
 	}
-	h.d.setState("idle", "marked good by an operator: slot "+res.Slot)
+	h.d.flow.note("marked good by an operator: slot " + res.Slot)
 	api.WriteJSON(w, res)
 }
 
@@ -400,7 +425,7 @@ func (h *healthPart) handleRollback(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", err.Error())
 		return
 	}
-	c, err := h.d.bootPart().chooser()
+	c, err := h.d.boot.chooser()
 	if err != nil {
 		api.WriteError(w, http.StatusPreconditionFailed, "boot", err.Error())
 		return
@@ -429,7 +454,7 @@ func (h *healthPart) handleRollback(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusInternalServerError, "boot", err.Error())
 		return
 	}
-	h.d.setState("idle", "rollback: slot "+other+" boots next")
+	h.d.flow.note("rollback: slot " + other + " boots next")
 	out := api.SlotRequest{Slot: other, Reboot: req.Reboot}
 	if req.Reboot {
 		if err := (rebooter{h.d}).Reboot(r.Context(), "operator rollback to slot "+other); err != nil {

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -43,7 +42,7 @@ type installPart struct {
 	retry context.CancelFunc // stops the automatic-resume loop, nil when none
 }
 
-// installRecord is the install part's persisted piece.
+// installRecord is the install's part of the release record (persisted.Install).
 type installRecord struct {
 	// Active: an install was started and has not ended; at start this
 	// means it was interrupted.
@@ -74,35 +73,28 @@ type installJob struct {
 	resumed bool // continues from a checkpoint
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
-	mu      sync.Mutex
-	subs    []chan api.InstallEvent
 	done    chan struct{}
 	err     error // the outcome, set before done is closed
 }
 
-func (j *installJob) subscribe() chan api.InstallEvent {
-	ch := make(chan api.InstallEvent, 256)
-	j.mu.Lock()
-	j.subs = append(j.subs, ch)
-	j.mu.Unlock()
-	return ch
-}
-
-func (j *installJob) publish(ev api.InstallEvent) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for _, ch := range j.subs {
-		select {
-		case ch <- ev:
-		default:
-			if ev.Type != "progress" { // never drop the outcome
-				go func(ch chan api.InstallEvent) { ch <- ev }(ch)
-			}
-		}
+// installView is the install stream's view of the bus: the progress and
+// the outcome of the install (events whose state is downloading or
+// installing).
+func installView(ev api.Event) bool {
+	switch ev.Type {
+	case api.EventProgress, api.EventDone, api.EventError:
+		return ev.State == api.StateDownloading || ev.State == api.StateInstalling
 	}
+	return ev.Type == api.EventLagged
 }
 
-const installPartName = "install"
+// publish sends one event of the install on the bus.
+func (p *installPart) publish(ev api.Event) {
+	if ev.State == "" {
+		ev.State = api.StateInstalling
+	}
+	p.d.bus.publish(ev)
+}
 
 // maxRestarts bounds the daemon starts that find the same install
 // interrupted with no new checkpoint in between (kill -9, power cuts, a
@@ -132,14 +124,8 @@ func transient(err error) bool {
 func (p *installPart) start(ctx context.Context, d *Daemon) error {
 	p.d = d
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	c, cerr := d.bootPart().chooser()
-	if cerr == nil {
-		d.reconcile(c)
-	}
-	var rec installRecord
-	if err := d.loadPart(installPartName, &rec); err != nil {
-		d.log.Error("install record unreadable; starting clean", zap.Error(err))
-	}
+	c, cerr := d.boot.chooser()
+	rec := d.loadInstall()
 	if !rec.Active {
 		return nil
 	}
@@ -152,12 +138,13 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 			d.log.Error("interrupted install record names the booted slot; not resumed", zap.String("slot", booted))
 			d.warn("an interrupted install record named the booted slot " + booted + "; it was dropped, not resumed")
 			rec.Active, rec.Checkpoint = false, nil
-			d.savePart(installPartName, &rec)
+			d.saveInstall(&rec)
+			d.flow.enter(api.StateIdle, "an interrupted install record named the booted slot "+booted+"; dropped", entry{Slot: booted})
 			return nil
 		}
 	}
 	rec.Restarts++
-	d.savePart(installPartName, &rec)
+	d.saveInstall(&rec)
 	switch {
 	case isFD(rec.Source):
 		name, _ := api.IsFDSource(rec.Source)
@@ -175,8 +162,9 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 		d.log.Warn("interrupted install found: resuming", zap.String("source", rec.Source),
 			zap.String("slot", rec.Bootname), zap.Int("from_chunk", nextChunk(rec.Checkpoint)))
 		// In the background: re-reading a remote bundle's head may take
-		// its retries, and READY=1 must not wait for that.
-		d.setState("installing", "resuming the interrupted install of "+rec.Source)
+		// its retries, and READY=1 must not wait for that. The flow is in
+		// installing already (restore).
+		d.flow.note("resuming the interrupted install of " + rec.Source)
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -203,8 +191,7 @@ func (p *installPart) autoResume(src, target string) {
 	cfg := p.d.config()
 	delay := cfg.Update.ResumeBackoff
 	for {
-		var rec installRecord
-		p.d.loadPart(installPartName, &rec)
+		rec := p.d.loadInstall()
 		if !rec.Active || rec.Source != src {
 			return // cancelled, or replaced by a new request
 		}
@@ -218,7 +205,7 @@ func (p *installPart) autoResume(src, target string) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		p.d.loadPart(installPartName, &rec)
+		rec = p.d.loadInstall()
 		if !rec.Active {
 			return // the failure was final and is recorded
 		}
@@ -227,13 +214,13 @@ func (p *installPart) autoResume(src, target string) {
 			return
 		}
 		rec.Failures++
-		p.d.savePart(installPartName, &rec)
+		p.d.saveInstall(&rec)
 		if rec.Failures > cfg.Update.ResumeRetries {
 			p.fail(&rec, fmt.Sprintf("install of %s failed after %d automatic attempts: %v", src, rec.Failures, err), rootfs.Kind(err))
 			return
 		}
 		p.d.log.Warn("install attempt failed; retrying", zap.Int("attempt", rec.Failures), zap.Duration("in", delay), zap.Error(err))
-		p.d.setState("installing", fmt.Sprintf("attempt %d of %d at %s failed (%v); retrying in %v",
+		p.d.flow.note(fmt.Sprintf("attempt %d of %d at %s failed (%v); retrying in %v",
 			rec.Failures, cfg.Update.ResumeRetries+1, src, err, delay))
 		t := time.NewTimer(delay)
 		select {
@@ -270,18 +257,18 @@ func sourceAvailable(src string) bool {
 // markNotBootable records an interrupted install whose slot stays out of
 // the boot order (it was marked bad before the first byte was written).
 func (p *installPart) markNotBootable(rec *installRecord, why string) {
-	p.endRecord(rec, why, "", "idle")
+	p.endRecord(rec, why, "", api.StateIdle)
 }
 
 // fail ends an install for good: the slot stays not bootable and the
 // daemon is in the failed state until the next request.
 func (p *installPart) fail(rec *installRecord, why, kind string) {
-	p.endRecord(rec, why, kind, "failed")
+	p.endRecord(rec, why, kind, api.StateFailed)
 }
 
 func (p *installPart) endRecord(rec *installRecord, why, kind, state string) {
 	if rec.Bootname != "" {
-		if c, err := p.d.bootPart().chooser(); err == nil {
+		if c, err := p.d.boot.chooser(); err == nil {
 			if err := c.MarkBad(rec.Bootname); err != nil {
 				p.d.log.Error("marking interrupted slot bad", zap.String("slot", rec.Bootname), zap.Error(err))
 			}
@@ -297,8 +284,15 @@ func (p *installPart) endRecord(rec *installRecord, why, kind, state string) {
 		rec.LastError, rec.LastKind = why, kind
 	}
 	p.d.log.Error("slot not bootable", zap.String("slot", rec.Bootname), zap.String("why", why))
-	p.d.savePart(installPartName, rec)
-	p.d.setState(state, "slot "+rec.Bootname+" not bootable: "+why)
+	p.d.saveInstall(rec)
+	e := entry{Slot: rec.Bootname, Source: rec.Source}
+	if state == api.StateFailed {
+		e.Kind, e.Error = kind, why
+		if e.Kind == "" {
+			e.Kind = "interrupted"
+		}
+	}
+	p.d.flow.enter(state, "slot "+rec.Bootname+" not bootable: "+why, e)
 }
 
 func (p *installPart) routes(srv *api.Server) {
@@ -312,8 +306,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", err.Error())
 		return
 	}
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
+	rec := p.d.loadInstall()
 	src, target := req.Source, ""
 	// The daemon opens URLs only: a local bundle arrives as a descriptor
 	// the client opened with its own credentials (api.PassedFile).
@@ -347,7 +340,9 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		p.mu.Unlock()
 		if running != nil { // attach to the running one
 			closePassed()
-			p.follow(w, r, running)
+			sub, _ := p.d.bus.subscribe(SubscriberBuffer, installView)
+			defer p.d.bus.unsubscribe(sub)
+			follow(api.NewStreamWriter(w), r, sub)
 			return
 		}
 		if rec.Source == "" || rec.Checkpoint == nil {
@@ -371,7 +366,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", "install: no source given")
 		return
 	}
-	if err := p.d.maintenancePart().allowed(window.Install, req.Now || req.Resume); err != nil {
+	if err := p.d.maintenance.allowed(window.Install, req.Now || req.Resume); err != nil {
 		closePassed()
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
@@ -382,7 +377,11 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		p.retry()
 	}
 	p.mu.Unlock()
-	job, err := p.begin(passed, src, target, req.Resume, false)
+	// The answer is the install's view of the bus, subscribed before the
+	// install starts so that no event of it is missed.
+	sub, _ := p.d.bus.subscribe(SubscriberBuffer, installView)
+	defer p.d.bus.unsubscribe(sub)
+	_, err := p.begin(passed, src, target, req.Resume, false)
 	if err != nil {
 		code, kind := http.StatusConflict, "busy"
 		if !errors.Is(err, api.ErrBusy) {
@@ -391,7 +390,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, code, kind, kind+": "+err.Error())
 		return
 	}
-	p.follow(w, r, job)
+	follow(api.NewStreamWriter(w), r, sub)
 }
 
 // handleCancel stops the running install, or the interrupted one waiting
@@ -403,7 +402,7 @@ func (p *installPart) handleCancel(w http.ResponseWriter, r *http.Request) {
 	if retry != nil {
 		retry()
 	}
-	var out api.InstallEvent
+	var out api.Event
 	if job != nil {
 		job.cancel(errCancelled)
 		select {
@@ -411,39 +410,19 @@ func (p *installPart) handleCancel(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
-		out = api.InstallEvent{Type: "error", Kind: "cancelled", Slot: job.target, Error: "install of " + job.source + " " + errCancelled.Error()}
+		out = api.Event{Type: api.EventError, State: api.StateInstalling, Kind: "cancelled", Slot: job.target, Error: "install of " + job.source + " " + errCancelled.Error()}
 	}
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
+	rec := p.d.loadInstall()
 	if rec.Active {
 		p.markNotBootable(&rec, "install of "+rec.Source+" "+errCancelled.Error())
-		out = api.InstallEvent{Type: "error", Kind: "cancelled", Slot: rec.Bootname, Error: "install of " + rec.Source + " " + errCancelled.Error()}
+		out = api.Event{Type: api.EventError, State: api.StateInstalling, Kind: "cancelled", Slot: rec.Bootname, Error: "install of " + rec.Source + " " + errCancelled.Error()}
 	}
 	if out.Type == "" {
 		api.WriteError(w, http.StatusPreconditionFailed, "nothing-to-cancel", "no install is running or waiting to be resumed")
 		return
 	}
+	out.Time = p.d.opts.Now()
 	api.WriteJSON(w, out)
-}
-
-// follow streams a job's events to one client until it ends or the
-// client goes away (the install goes on without it).
-func (p *installPart) follow(w http.ResponseWriter, r *http.Request, job *installJob) {
-	ch := job.subscribe()
-	sw := api.NewStreamWriter(w)
-	for {
-		select {
-		case ev := <-ch:
-			if sw.Send(ev) != nil {
-				return
-			}
-			if ev.Type == "done" || ev.Type == "error" {
-				return
-			}
-		case <-r.Context().Done():
-			return
-		}
-	}
 }
 
 // begin takes an install request: it reserves the install (a second
@@ -485,7 +464,14 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 			close(job.done)
 		}
 	}()
-	p.d.setState("downloading", "downloading "+src)
+	// The flow moves first: an install the flow does not allow now (an
+	// assessment, a fan-out or a reboot is under way) is refused as busy.
+	if p.d.flow.State() != api.StateInstalling {
+		if err := p.d.flow.enter(api.StateDownloading, "reading the head of "+src, entry{Bundle: src}); err != nil {
+			job.err = fmt.Errorf("%w: %v", api.ErrBusy, err)
+			return nil, job.err
+		}
+	}
 	plan, err := p.prepare(ctx, s, target)
 	if errors.Is(context.Cause(ctx), errCancelled) {
 		err = fmt.Errorf("install of %s %w", src, errCancelled)
@@ -498,8 +484,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 		return nil, err
 	}
 	job.target = plan.target
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
+	rec := p.d.loadInstall()
 	var cp *rootfs.Checkpoint
 	if resume && rec.Checkpoint != nil && rec.Source == src && rec.Bootname == plan.target {
 		cp = rec.Checkpoint
@@ -523,7 +508,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	rec.NotBootable[plan.target] = "being written"
 	delete(rec.Installed, plan.target)
 	rec.LastError, rec.LastKind = "", ""
-	if err := p.d.savePart(installPartName, &rec); err != nil {
+	if err := p.d.saveInstall(&rec); err != nil {
 		job.err = err
 		return nil, err
 	}
@@ -531,14 +516,15 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	req := plan.request
 	req.Source, req.Src, req.Resume = src, s, cp
 	req.MCUDir = filepath.Join(cfg.Daemon.StateDir, "mcu-payloads")
+	version := plan.head.Manifest.Version
 	req.OnProgress = func(pr rootfs.Progress) {
-		job.publish(api.InstallEvent{Type: "progress", Done: pr.Done, Total: pr.Total, Rate: pr.Rate,
+		p.publish(api.Event{Type: api.EventProgress, Done: pr.Done, Total: pr.Total, Rate: pr.Rate, Release: version,
 			Payload: pr.Payload, Slot: pr.Slot, Chunk: pr.Chunk, Chunks: pr.Chunks})
 	}
 	req.OnCheckpoint = func(c rootfs.Checkpoint) error {
 		rec.Checkpoint = &c
 		rec.Failures, rec.Restarts = 0, 0 // progress: the counts start again
-		err := p.d.savePart(installPartName, &rec)
+		err := p.d.saveInstall(&rec)
 		fault.Point("install.checkpoint")
 		return err
 	}
@@ -547,7 +533,12 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	if cp != nil {
 		what = fmt.Sprintf("resuming at chunk %d", cp.Next)
 	}
-	p.d.setState("installing", fmt.Sprintf("%s %s into slot %s", what, src, plan.target))
+	how := "cli"
+	if auto {
+		how = "resume"
+	}
+	p.d.flow.enter(api.StateInstalling, fmt.Sprintf("%s %s into slot %s", what, src, plan.target),
+		entry{Release: version, Slot: plan.target, Bundle: src, Source: how})
 	started = true
 	p.wg.Add(1)
 	go func() {
@@ -568,11 +559,13 @@ type installPlan struct {
 	request   rootfs.Request
 }
 
-// prepare picks the target slot and checks the bundle head: signatures,
-// compatible, version policy and size. Nothing is written.
+// prepare picks the target slot and has rootfs check the bundle head:
+// signatures, compatible, version policy and size. Nothing is written.
+// The slot is the daemon's choice, named in the request (Request.Target):
+// rootfs writes that one and does not choose again.
 func (p *installPart) prepare(ctx context.Context, src source.Source, target string) (*installPlan, error) {
 	cfg := p.d.config()
-	c, err := p.d.bootPart().chooser()
+	c, err := p.d.boot.chooser()
 	if err != nil {
 		return nil, fmt.Errorf("boot selection unavailable: %w", err)
 	}
@@ -593,6 +586,15 @@ func (p *installPart) prepare(ctx context.Context, src source.Source, target str
 	if target == booted {
 		return nil, fmt.Errorf("slot %s is the booted slot: %w", target, rootfs.ErrSlotBusy)
 	}
+	slotName := ""
+	for _, s := range cfg.Rootfs.Slots {
+		if s.Class == "rootfs" && s.Bootname == target {
+			slotName = s.Name
+		}
+	}
+	if slotName == "" {
+		return nil, fmt.Errorf("rootfs.slots: no rootfs slot with bootname %s", target)
+	}
 	kr, err := sign.LoadKeyring(cfg.Update.Keyring)
 	if err != nil {
 		return nil, fmt.Errorf("update.keyring: %w", err)
@@ -601,6 +603,7 @@ func (p *installPart) prepare(ctx context.Context, src source.Source, target str
 	if err != nil {
 		return nil, err
 	}
+	inst.SetClock(p.d.opts.Now)
 	p.d.mu.Lock()
 	minV, minSC := p.d.st.MinVersion, p.d.st.SecurityCounter
 	p.d.mu.Unlock()
@@ -608,28 +611,29 @@ func (p *installPart) prepare(ctx context.Context, src source.Source, target str
 		MinVersion: minV, MinSecurityCounter: minSC, AllowDowngrade: cfg.Update.AllowDowngrade}
 	// Signatures, compatible, version policy and size first: a bundle
 	// that is refused must not change the boot environment at all.
-	h, err := rootfs.CheckHead(ctx, src, kr, policy, time.Now())
+	h, err := rootfs.CheckHead(ctx, src, kr, policy, p.d.opts.Now())
 	if err != nil {
 		return nil, err
 	}
 	return &installPlan{target: target, chooser: c, installer: inst, head: h,
-		request: rootfs.Request{Keyring: kr, Policy: policy, Booted: booted}}, nil
+		request: rootfs.Request{Keyring: kr, Policy: policy, Booted: booted, Target: slotName}}, nil
 }
 
 // refused records a request that ended before anything was written: the
 // slots and the boot environment are unchanged; it says why everywhere.
 func (p *installPart) refused(err error) {
 	kind := installKind(err)
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
+	rec := p.d.loadInstall()
 	rec.LastError, rec.LastKind = err.Error(), kind
-	p.d.savePart(installPartName, &rec)
-	p.d.log.Error("install refused", zap.String("kind", kind), zap.Error(err))
-	state, msg := "idle", "install refused ("+kind+"): "+err.Error()
+	p.d.saveInstall(&rec)
+	p.d.log.Error("install refused", zap.String("event", "refused"), zap.String("kind", kind), zap.Error(err))
+	p.publish(api.Event{Type: api.EventError, Kind: kind, Error: err.Error()})
 	if rec.Active {
-		state, msg = "installing", "install attempt failed ("+kind+"): "+err.Error()
+		// An automatic retry's attempt: the retry loop decides.
+		p.d.flow.note("install attempt failed (" + kind + "): " + err.Error())
+		return
 	}
-	p.d.setState(state, msg)
+	p.d.flow.enter(api.StateIdle, "install refused ("+kind+"): "+err.Error(), entry{Kind: kind, Error: err.Error()})
 }
 
 func (p *installPart) finish(job *installJob, rec *installRecord, plan *installPlan, res *rootfs.Result, err error) {
@@ -647,7 +651,7 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 		err = errCancelled
 		rec.LastError, rec.LastKind = "install of "+job.source+" "+errCancelled.Error(), "cancelled"
 		p.markNotBootable(rec, rec.LastError)
-		job.publish(api.InstallEvent{Type: "error", Kind: "cancelled", Slot: rec.Bootname, Error: rec.LastError})
+		p.publish(api.Event{Type: api.EventError, Kind: "cancelled", Slot: rec.Bootname, Error: rec.LastError})
 		return
 	}
 	if p.ctx.Err() != nil {
@@ -667,8 +671,8 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 		// from chunk 0.
 		p.d.log.Warn("resume failed; the next attempt starts over", zap.Error(err))
 		rec.Checkpoint = nil
-		p.d.savePart(installPartName, rec)
-		job.publish(api.InstallEvent{Type: "error", Kind: "resume-mismatch", Error: "resume failed, the install starts over: " + err.Error()})
+		p.d.saveInstall(rec)
+		p.publish(api.Event{Type: api.EventError, Kind: "resume-mismatch", Slot: rec.Bootname, Error: "resume failed, the install starts over: " + err.Error()})
 		err = fmt.Errorf("%w (%w)", source.ErrRetries, err) // transient: the next attempt starts over
 		if isFD(rec.Source) {
 			p.markNotBootable(rec, "the resume did not fit the slot; install the file again")
@@ -685,17 +689,17 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 	if err != nil {
 		kind := rootfs.Kind(err)
 		rec.LastError, rec.LastKind = err.Error(), kind
+		p.d.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
 		if job.auto && transient(err) {
 			// The retry loop decides: the record stays resumable.
-			p.d.savePart(installPartName, rec)
+			p.d.saveInstall(rec)
 		} else {
 			rec.Active = false
 			rec.NotBootable[rec.Bootname] = "install failed: " + kind
-			p.d.savePart(installPartName, rec)
-			p.d.setState("idle", "install failed: "+err.Error())
+			p.d.saveInstall(rec)
+			p.d.flow.enter(api.StateFailed, "install failed: "+err.Error(), entry{Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		}
-		p.d.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
-		job.publish(api.InstallEvent{Type: "error", Kind: kind, Error: err.Error()})
+		p.publish(api.Event{Type: api.EventError, Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		return
 	}
 	fault.Point("install.verified")
@@ -704,16 +708,16 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 		err = fmt.Errorf("slot %s verified, but switching the boot to it failed: %w", rec.Bootname, err)
 		kind := rootfs.Kind(err)
 		p.d.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
-		p.d.setState("failed", err.Error())
-		job.publish(api.InstallEvent{Type: "error", Kind: kind, Error: err.Error()})
+		p.d.flow.enter(api.StateFailed, err.Error(), entry{Slot: rec.Bootname, Kind: kind, Error: err.Error()})
+		p.publish(api.Event{Type: api.EventError, Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		return
 	}
 	v := res.Manifest.Version
 	tries := p.d.config().Boot.PrimaryTries
-	p.d.log.Info("install complete", zap.String("version", v), zap.String("slot", rec.Bootname))
-	p.d.setState("installed", fmt.Sprintf("release %s verified in slot %s; it boots next (%d tries)", v, rec.Bootname, tries))
-	p.d.maintenancePart().scheduleReboot(v)
-	job.publish(api.InstallEvent{Type: "done", Version: v, Slot: rec.Bootname, Bundle: res.Bundle})
+	p.d.flow.enter(api.StateInstalled, fmt.Sprintf("release %s verified in slot %s; it boots next (%d tries)", v, rec.Bootname, tries),
+		entry{Release: v, Slot: rec.Bootname, Bundle: job.source})
+	p.d.maintenance.scheduleReboot(v)
+	p.publish(api.Event{Type: api.EventDone, Release: v, Slot: rec.Bootname, Bundle: res.Bundle})
 }
 
 // switchTo makes a verified slot the next boot, write-ahead: every crash
@@ -742,23 +746,25 @@ func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootf
 		rec.Installed = map[string]string{}
 	}
 	rec.Installed[rec.Bootname] = m.Version
-	raw, err := json.Marshal(rec)
-	if err != nil {
-		return err
+	// The release's MCU firmware, verified by rootfs: fanned out after
+	// the commit (the paths the install returned, nothing listed).
+	var payloads []string
+	for _, m := range res.MCU {
+		if m.Path != "" {
+			payloads = append(payloads, m.Path)
+		}
 	}
 	d := p.d
 	d.mu.Lock()
 	d.st.Seq++
 	d.st.Pending, d.st.PendingSlot, d.st.PendingCounter = m.Version, rec.Bootname, m.SecurityCounter
 	d.st.PendingSeq, d.st.PendingSwitched = d.st.Seq, false
-	if d.st.Parts == nil {
-		d.st.Parts = map[string]json.RawMessage{}
-	}
-	d.st.Parts[installPartName] = raw
+	d.st.Install = rec.clone()
+	d.st.MCUPayloads = payloads
 	t := trial{Slot: rec.Bootname, Version: m.Version, Counter: m.SecurityCounter, Seq: d.st.Seq}
 	notes := d.anchorNotesLocked()
 	notes[noteTrial] = t.String()
-	err = d.saveLocked()
+	err := d.saveLocked()
 	d.mu.Unlock()
 	if err != nil {
 		return err
@@ -770,7 +776,6 @@ func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootf
 	fault.Point("install.switched")
 	d.mu.Lock()
 	d.st.PendingSwitched = true
-	d.st.State = "installed"
 	err = d.saveLocked()
 	d.mu.Unlock()
 	fault.Point("install.done")
@@ -778,8 +783,7 @@ func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootf
 }
 
 func (p *installPart) status(s *api.Status) {
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
+	rec := p.d.loadInstall()
 	cfg := p.d.config()
 	// Merge the boot view (bootname, state, tries) with the slot config.
 	for _, sc := range cfg.Rootfs.Slots {

@@ -52,9 +52,9 @@ func (m *maintenancePart) reload(cfg *config.Config) {
 	m.mu.Unlock()
 	// A release waiting for its reboot gets it scheduled (again).
 	m.d.mu.Lock()
-	state, pending := m.d.st.State, m.d.st.Pending
+	pending := m.d.st.Pending
 	m.d.mu.Unlock()
-	if state == "installed" && pending != "" {
+	if m.d.flow.State() == api.StateInstalled && pending != "" {
 		m.scheduleReboot(pending)
 	} else {
 		m.cancelReboot()
@@ -87,7 +87,7 @@ func (m *maintenancePart) scheduleReboot(version string) {
 		return
 	}
 	start := gocron.OneTimeJobStartImmediately()
-	if at.After(time.Now()) {
+	if at.After(m.d.opts.Now()) {
 		start = gocron.OneTimeJobStartDateTime(at)
 	}
 	job, err := m.sched.NewJob(gocron.OneTimeJob(start), gocron.NewTask(func() {
@@ -96,8 +96,7 @@ func (m *maintenancePart) scheduleReboot(version string) {
 		m.mu.Unlock()
 		reason := fmt.Sprintf("maintenance window %q: rebooting into release %s", w.Name, version)
 		if err := (rebooter{m.d}).Reboot(context.Background(), reason); err != nil {
-			m.d.log.Error("maintenance reboot failed", zap.Error(err))
-			m.d.setState("installed", "maintenance reboot failed: "+err.Error())
+			m.d.log.Error("maintenance reboot failed", zap.Error(err)) // the flow is back in installed
 		}
 	}))
 	if err != nil {

@@ -2,11 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
-	"sort"
+	"slices"
 	"sync"
 
 	"go.uber.org/zap"
@@ -21,7 +21,9 @@ import (
 
 // mcuPart fans signed firmware out to the microcontrollers in the config:
 // buses in parallel, one device at a time per bus. Per-device records
-// (version, minimum, last result) live in the daemon's state.
+// (version, minimum, last result) live in the release record (persisted.MCU).
+// A fan-out is the flow's flashing state, entered from a resting state and
+// left back to it; each device's phases and outcome are device events.
 type mcuPart struct {
 	d      *Daemon
 	ctx    context.Context
@@ -32,39 +34,101 @@ type mcuPart struct {
 	running bool
 }
 
-const mcuPartName = "mcu"
-
-// mcuStore is fanout.Store on the daemon's HMAC-protected state.
-type mcuStore struct {
-	d  *Daemon
-	mu sync.Mutex
-}
+// mcuStore is fanout.Store on the daemon's HMAC-protected record.
+type mcuStore struct{ d *Daemon }
 
 func (s *mcuStore) all() map[string]fanout.Record {
-	m := map[string]fanout.Record{}
-	s.d.loadPart(mcuPartName, &m)
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	m := make(map[string]fanout.Record, len(s.d.st.MCU))
+	for k, v := range s.d.st.MCU {
+		m[k] = v
+	}
 	return m
 }
 
 func (s *mcuStore) Load(device string) (fanout.Record, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.all()[device]
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	r, ok := s.d.st.MCU[device]
 	return r, ok, nil
 }
 
 func (s *mcuStore) Save(r fanout.Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.all()
-	m[r.Device] = r
-	return s.d.savePart(mcuPartName, m)
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	if s.d.st.MCU == nil {
+		s.d.st.MCU = map[string]fanout.Record{}
+	}
+	s.d.st.MCU[r.Device] = r
+	return s.d.saveLocked()
 }
 
 func (m *mcuPart) start(ctx context.Context, d *Daemon) error {
 	m.d = d
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	if d.flow.State() == api.StateFlashing {
+		// The daemon stopped in the fan-out of a release's firmware: it
+		// runs again (devices already done answer not-needed).
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.flashPayloads()
+		}()
+	}
 	return nil
+}
+
+// afterCommit fans out the committed release's MCU firmware, now or at
+// the next flash window.
+func (m *mcuPart) afterCommit() {
+	m.d.mu.Lock()
+	n := len(m.d.st.MCUPayloads)
+	m.d.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	m.d.maintenance.whenAllowed(window.Flash, "MCU firmware of the release", func() {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.flashPayloads()
+		}()
+	})
+}
+
+// mcuView is the MCU flash stream's view of the bus.
+func mcuView(ev api.Event) bool {
+	return ev.State == api.StateFlashing || ev.Type == api.EventLagged
+}
+
+// deviceEvent is a fan-out event in the one event shape.
+func deviceEvent(e fanout.Event) api.Event {
+	ev := api.Event{Type: api.EventDevice, State: api.StateFlashing, Time: e.Time, Device: e.Device, Bus: e.Bus,
+		Phase: e.Phase, Retries: e.Retries, Message: e.Reason, Release: e.Version}
+	switch e.Kind {
+	case "start":
+		ev.Message = "started"
+	case "progress":
+		ev.Type, ev.Done, ev.Total = api.EventProgress, int64(e.Done), int64(e.Total)
+	case "retry":
+		ev.Message = fmt.Sprintf("retry %d: %s", e.Retries, e.Reason)
+	case "done":
+		ev.Result = string(e.State)
+		if e.State == fanout.Failed {
+			ev.Kind, ev.Error = "device-failed", e.Reason
+		}
+	}
+	return ev
+}
+
+func deviceResults(res []fanout.Result) []api.DeviceResult {
+	out := make([]api.DeviceResult, 0, len(res))
+	for _, r := range res {
+		out = append(out, api.DeviceResult{Device: r.Device, Bus: r.Bus, Result: string(r.State), From: r.FromVersion,
+			Version: r.ToVersion, Reason: r.Reason, Retries: r.Retries})
+	}
+	return out
 }
 
 func (m *mcuPart) routes(srv *api.Server) {
@@ -82,8 +146,24 @@ func (m *mcuPart) handleList(w http.ResponseWriter, r *http.Request) {
 type pkgOpener func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error)
 
 // flash runs one fan-out of the packages opens read and verify; each
-// device takes the first package that targets it.
-func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string, onEvent func(fanout.Event)) ([]fanout.Result, error) {
+// device takes the first package that targets it. Its events, and a done
+// (with every device's result) or an error event at the end, go to the bus.
+func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string) ([]fanout.Result, error) {
+	res, err := m.flashOnce(ctx, opens, devices)
+	if err != nil {
+		m.d.bus.publish(api.Event{Type: api.EventError, State: api.StateFlashing, Kind: mcuKind(err), Error: err.Error()})
+	}
+	return res, err
+}
+
+func mcuKind(err error) string {
+	if errors.Is(err, api.ErrBusy) {
+		return "busy"
+	}
+	return "mcu-flash-failed"
+}
+
+func (m *mcuPart) flashOnce(ctx context.Context, opens []pkgOpener, devices []string) ([]fanout.Result, error) {
 	m.mu.Lock()
 	if m.running {
 		m.mu.Unlock()
@@ -117,8 +197,24 @@ func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string
 	if err != nil {
 		return nil, err
 	}
-	m.d.setState("flashing", fmt.Sprintf("MCU firmware %s %s", pkg.Manifest.Target.Family, pkg.Manifest.Version))
-	res, err := eng.RunMany(ctx, pkgs, devices, onEvent)
+	prev := m.d.flow.State()
+	if prev == api.StateStarting {
+		prev = api.StateIdle
+	}
+	if prev != api.StateFlashing { // flashing: a fan-out resumed at start
+		if err := m.d.flow.enter(api.StateFlashing, fmt.Sprintf("MCU firmware %s %s", pkg.Manifest.Target.Family, pkg.Manifest.Version),
+			entry{Release: pkg.Manifest.Version}); err != nil {
+			return nil, fmt.Errorf("%w: %v", api.ErrBusy, err)
+		}
+	} else {
+		prev = api.StateIdle
+		m.d.mu.Lock()
+		if m.d.st.Committed != "" {
+			prev = api.StateCommitted
+		}
+		m.d.mu.Unlock()
+	}
+	res, err := eng.RunMany(ctx, pkgs, devices, func(e fanout.Event) { m.d.bus.publish(deviceEvent(e)) })
 	counts := map[fanout.State]int{}
 	for _, r := range res {
 		counts[r.State]++
@@ -126,8 +222,13 @@ func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string
 			m.d.log.Error("MCU update failed", zap.String("device", r.Device), zap.String("reason", r.Reason))
 		}
 	}
-	m.d.setState("idle", fmt.Sprintf("MCU fan-out of %s: %d success, %d not needed, %d postponed, %d failed",
-		pkg.Manifest.Version, counts[fanout.Success], counts[fanout.NotNeeded], counts[fanout.Postponed], counts[fanout.Failed]))
+	summary := fmt.Sprintf("MCU fan-out of %s: %d success, %d not needed, %d postponed, %d failed",
+		pkg.Manifest.Version, counts[fanout.Success], counts[fanout.NotNeeded], counts[fanout.Postponed], counts[fanout.Failed])
+	if err == nil {
+		m.d.bus.publish(api.Event{Type: api.EventDone, State: api.StateFlashing, Release: pkg.Manifest.Version,
+			Message: summary, Devices: deviceResults(res)})
+	}
+	m.d.flow.enter(prev, summary, entry{Release: pkg.Manifest.Version})
 	return res, err
 }
 
@@ -175,38 +276,46 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 			return p, nil
 		})
 	}
-	if err := m.d.maintenancePart().allowed(window.Flash, req.Now); err != nil {
+	if err := m.d.maintenance.allowed(window.Flash, req.Now); err != nil {
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
 	}
-	sw := api.NewStreamWriter(w)
-	var mu sync.Mutex
-	res, err := m.flash(r.Context(), opens, req.Devices, func(ev fanout.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		sw.Send(api.MCUEvent{Type: "event", Event: ev})
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	if err != nil {
-		sw.Send(api.MCUEvent{Type: "error", Error: err.Error()})
-		return
-	}
-	sw.Send(api.MCUEvent{Type: "done", Results: res})
+	// The answer is the fan-out's view of the bus; the fan-out runs
+	// beside it (and stops if the client goes away).
+	sub, _ := m.d.bus.subscribe(SubscriberBuffer, mcuView)
+	defer m.d.bus.unsubscribe(sub)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.flash(r.Context(), opens, req.Devices)
+	}()
+	follow(api.NewStreamWriter(w), r, sub)
+	<-done
 }
 
-// flashPayloads fans out the MCU packages a committed bundle carried.
+// flashPayloads fans out the MCU packages a committed bundle carried, as
+// the install returned them (persisted.MCUPayloads); each leaves the
+// record once its fan-out ran.
 func (m *mcuPart) flashPayloads() {
-	dir := filepath.Join(m.d.config().Daemon.StateDir, "mcu-payloads")
-	files, _ := filepath.Glob(filepath.Join(dir, "*"))
-	sort.Strings(files)
+	m.d.mu.Lock()
+	files := append([]string(nil), m.d.st.MCUPayloads...)
+	m.d.mu.Unlock()
 	for _, f := range files {
+		if m.ctx.Err() != nil {
+			return // stopping: the rest runs at the next start
+		}
 		m.d.log.Info("fanning out MCU firmware from the committed release", zap.String("package", f))
 		open := func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error) { return mcupkg.Open(f, kr, threshold) }
-		if _, err := m.flash(m.ctx, []pkgOpener{open}, nil, nil); err != nil {
+		if _, err := m.flash(m.ctx, []pkgOpener{open}, nil); err != nil {
 			m.d.log.Error("MCU fan-out", zap.String("package", f), zap.Error(err))
-			continue
+			if m.ctx.Err() != nil {
+				return
+			}
 		}
+		m.d.mu.Lock()
+		m.d.st.MCUPayloads = slices.DeleteFunc(m.d.st.MCUPayloads, func(p string) bool { return p == f })
+		m.d.saveLocked()
+		m.d.mu.Unlock()
 		os.Remove(f)
 	}
 }

@@ -13,9 +13,10 @@ import (
 
 // part is one capability the daemon sequences (boot selection, rootfs
 // installs, boot assessment, MCU fan-out). Each lives in its own file,
-// owns its routes, its section of the status and its piece of the
-// persisted state (savePart/loadPart), and is started in order before
-// READY=1.
+// owns its routes and its section of the status, and is started in order
+// before READY=1. The daemon holds each by its type (Daemon.boot,
+// .maintenance, .inst, .health, .mcu); the state they report moves only
+// through the flow (flow.go).
 type part interface {
 	// start runs after the state is loaded and before READY=1. A returned
 	// error stops the daemon: only for configuration that cannot work.
@@ -30,39 +31,9 @@ type part interface {
 	stop()
 }
 
-// newParts lists the parts in start order.
-func newParts() []part {
-	return []part{&bootPart{}, &maintenancePart{}, &installPart{}, &healthPart{}, &mcuPart{}}
-}
-
-// bootPart returns the boot selection part.
-func (d *Daemon) bootPart() *bootPart {
-	for _, p := range d.parts {
-		if b, ok := p.(*bootPart); ok {
-			return b
-		}
-	}
-	panic("daemon: no boot part")
-}
-
-// maintenancePart returns the maintenance-window part.
-func (d *Daemon) maintenancePart() *maintenancePart {
-	for _, p := range d.parts {
-		if m, ok := p.(*maintenancePart); ok {
-			return m
-		}
-	}
-	return nil
-}
-
-// mcuPart returns the MCU fan-out part.
-func (d *Daemon) mcuPart() *mcuPart {
-	for _, p := range d.parts {
-		if m, ok := p.(*mcuPart); ok {
-			return m
-		}
-	}
-	return nil
+// parts lists the parts in start order.
+func (d *Daemon) parts() []part {
+	return []part{d.boot, d.maintenance, d.inst, d.health, d.mcu}
 }
 
 // decodeJSON reads a request body (at most 1 MiB), rejecting unknown fields.
@@ -75,31 +46,40 @@ func decodeJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// loadPart decodes the part's persisted piece into v (left as is if none).
-func (d *Daemon) loadPart(name string, v any) error {
-	d.mu.Lock()
-	raw, ok := d.st.Parts[name]
-	d.mu.Unlock()
-	if !ok {
-		return nil
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("persisted state of %s: %w", name, err)
-	}
-	return nil
-}
-
-// savePart persists the part's piece atomically with the rest of the state.
-func (d *Daemon) savePart(name string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
+// loadInstall returns a copy of the install's part of the record.
+func (d *Daemon) loadInstall() installRecord {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.st.Parts == nil {
-		d.st.Parts = map[string]json.RawMessage{}
-	}
-	d.st.Parts[name] = b
+	return d.st.Install.clone()
+}
+
+// saveInstall writes the install's part of the record with the rest of it.
+func (d *Daemon) saveInstall(rec *installRecord) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.st.Install = rec.clone()
 	return d.saveLocked()
+}
+
+// clone is a deep copy (the maps and the checkpoint are not shared).
+func (r installRecord) clone() installRecord {
+	c := r
+	if r.Checkpoint != nil {
+		cp := *r.Checkpoint
+		c.Checkpoint = &cp
+	}
+	c.Installed = cloneMap(r.Installed)
+	c.NotBootable = cloneMap(r.NotBootable)
+	return c
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
 }
