@@ -39,7 +39,11 @@ func newTestFlow(t *testing.T, at string) *testFlow {
 	tf := &testFlow{clock: &fakeClock{t: time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)}}
 	b := newBus(tf.clock.now)
 	tf.flow = newFlow(tf.clock.now, zap.NewNop(), func(s string) { tf.status = append(tf.status, s) },
-		func(s string, f *failure) error { tf.saved = append(tf.saved, s); tf.fails = append(tf.fails, f); return nil }, b)
+		func(s string, f *failure) error {
+			tf.saved = append(tf.saved, s)
+			tf.fails = append(tf.fails, f)
+			return nil
+		}, b)
 	tf.flow.state = at
 	tf.sub, _ = b.subscribe(SubscriberBuffer, nil)
 	return tf
