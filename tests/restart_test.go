@@ -287,7 +287,7 @@ func TestRestartInEveryState(t *testing.T) {
 
 		d, s = l.run(t, g, api.StateInstalled)
 		l.reach(t, s, api.StateRebooting, d) // the window is open: it reboots
-		kill(t, d, s)                            // killed in rebooting: the reboot
+		kill(t, d, s)                        // killed in rebooting: the reboot
 		if b := g.boot(t); b != "B" {
 			t.Fatalf("boot after the install: %s", b)
 		}
