@@ -268,3 +268,29 @@ func TestMigrate(t *testing.T) {
 		t.Errorf("a broken old part: %v, want an error naming parts.install", err)
 	}
 }
+
+// TestArchitectureTable: docs/ARCHITECTURE.md's copy of the transition
+// table is the table.
+func TestArchitectureTable(t *testing.T) {
+	b, err := os.ReadFile("../../docs/ARCHITECTURE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, "|")
+		if len(f) != 4 || !slices.Contains(states, strings.TrimSpace(f[1])) {
+			continue
+		}
+		var tos []string
+		for _, to := range strings.Split(f[2], ",") {
+			tos = append(tos, strings.TrimSpace(to))
+		}
+		rows[strings.TrimSpace(f[1])] = tos
+	}
+	for _, from := range states {
+		if !slices.Equal(rows[from], transitions[from]) {
+			t.Errorf("docs/ARCHITECTURE.md: %s may enter %v; the code says %v", from, rows[from], transitions[from])
+		}
+	}
+}
