@@ -138,7 +138,7 @@ func higher(a, b string) bool {
 // brings the state, the boot environment's notes and the signed proofs to
 // one story. It is where every crash point of an install and a commit is
 // recovered (see the steps in finish and commit).
-func (d *Daemon) reconcile(c *abboot.Chooser) {
+func (d *Daemon) reconcile(c bootSelection) {
 	cfg := d.config()
 	notes, err := c.Notes()
 	if err != nil {

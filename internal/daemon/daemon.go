@@ -13,7 +13,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,8 +20,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,7 +31,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/otagw/otagw/downstream/fanout"
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/buildinfo"
 	"github.com/otagw/otagw/internal/config"
@@ -61,40 +57,6 @@ type Options struct {
 	// entries, events, maintenance windows, bundle expiry, install rates);
 	// nil means time.Now.
 	Now func() time.Time
-}
-
-// persisted is the release record: the one record that survives restarts
-// and reboots. flow.enter writes it with every state entry; the install
-// and the MCU fan-out write their progress into it.
-type persisted struct {
-	State          string   `json:"state"`
-	Failure        *failure `json:"failure,omitempty"` // why State is failed, and how many times in a row
-	Starts         int      `json:"starts"`            // daemon starts, for crash-loop evidence
-	Committed      string   `json:"committed,omitempty"`
-	Pending        string   `json:"pending,omitempty"`      // installed, not yet committed
-	PendingSlot    string   `json:"pending_slot,omitempty"` // where Pending was installed
-	PendingCounter uint64   `json:"pending_counter,omitempty"`
-	// PendingSeq is the sequence number of the switch to Pending;
-	// PendingSwitched says the boot environment is known to name it (the
-	// state is written before the environment: see anchor.go).
-	PendingSeq      uint64 `json:"pending_seq,omitempty"`
-	PendingSwitched bool   `json:"pending_switched,omitempty"`
-	// Seq rises at every switch and commit; the boot environment keeps a
-	// copy, so a replayed state file shows as a lower number.
-	Seq             uint64 `json:"seq,omitempty"`
-	MinVersion      string `json:"min_version,omitempty"`
-	SecurityCounter uint64 `json:"security_counter,omitempty"`
-	// Install is the install's progress: source, target slot, checkpoint,
-	// what each slot holds.
-	Install installRecord `json:"install"`
-	// MCUPayloads are the verified MCU packages of the installed release
-	// (paths the install returned), fanned out after its commit.
-	MCUPayloads []string `json:"mcu_payloads,omitempty"`
-	// MCU is each device's fan-out record, by device name.
-	MCU map[string]fanout.Record `json:"mcu,omitempty"`
-	// Parts is the layout before one record: each part's piece by name
-	// ("install", "mcu"). Read once at load and migrated; never written.
-	Parts map[string]json.RawMessage `json:"parts,omitempty"`
 }
 
 // Daemon is one running otagw service.
@@ -145,7 +107,7 @@ func New(o Options) (*Daemon, error) {
 	d := &Daemon{opts: o, log: o.Log, cfg: o.Config, gen: 1}
 	d.bus = newBus(o.Now)
 	d.flow = newFlow(o.Now, o.Log, d.notify, d.persistState, d.bus)
-	d.boot, d.maintenance, d.inst, d.health, d.mcu = &bootPart{}, &maintenancePart{}, &installPart{}, &healthPart{}, &mcuPart{}
+	d.newParts()
 	return d, nil
 }
 
@@ -186,7 +148,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.routes()
 	parts := d.parts()
 	for i, p := range parts {
-		if err := p.start(ctx, d); err != nil {
+		if err := p.start(ctx); err != nil {
 			for _, q := range parts[:i] {
 				q.stop()
 			}
@@ -316,41 +278,6 @@ func (d *Daemon) openState(cfg *config.Config) error {
 	p.Starts++
 	d.st = p
 	d.flow.restoreFailure(p.Failure)
-	return d.saveLocked()
-}
-
-// migrate brings a record of the layout before one record (each part's
-// piece under "parts", MCU firmware found by listing a directory) to this
-// one. Idempotent.
-func migrate(p *persisted, stateDir string) error {
-	var errs []error
-	if raw, ok := p.Parts["install"]; ok {
-		if err := json.Unmarshal(raw, &p.Install); err != nil {
-			errs = append(errs, fmt.Errorf("parts.install: %w", err))
-		}
-	}
-	if raw, ok := p.Parts["mcu"]; ok {
-		if err := json.Unmarshal(raw, &p.MCU); err != nil {
-			errs = append(errs, fmt.Errorf("parts.mcu: %w", err))
-		}
-	}
-	if p.Parts != nil {
-		// Firmware a committed release left for its fan-out, from when it
-		// was found by listing the directory.
-		files, _ := filepath.Glob(filepath.Join(stateDir, "mcu-payloads", "*"))
-		sort.Strings(files)
-		p.MCUPayloads = append(p.MCUPayloads, files...)
-	}
-	p.Parts = nil
-	return errors.Join(errs...)
-}
-
-// persistState is flow's persist: the new state and failure go to disk
-// with the rest of the record.
-func (d *Daemon) persistState(s string, f *failure) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.st.State, d.st.Failure = s, f
 	return d.saveLocked()
 }
 

@@ -29,7 +29,19 @@ import (
 // freshly installed slot it runs the boot assessment, which commits the
 // release or marks the slot bad and reboots into the other one.
 type healthPart struct {
-	d      *Daemon
+	log      *zap.Logger
+	cfg      func() *config.Config
+	notify   func(string) error // sd_notify
+	warn     func(string)       // a warning in otagw status
+	serving  func() bool        // the API socket listens
+	setBeat  func(func())       // hands the main loop its heartbeat (nil: none)
+	boot     func() (bootSelection, error)
+	release  releaseRecord
+	flow     *flow
+	bus      *bus
+	reboot   func(ctx context.Context, reason string) error
+	released func() // a release was committed: its MCU firmware fans out
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -42,38 +54,47 @@ type healthPart struct {
 	assess *api.Assessment
 }
 
-func (h *healthPart) start(ctx context.Context, d *Daemon) error {
-	h.d = d
+// releaseRecord is the assessment's part of the release record.
+type releaseRecord interface {
+	// pending is the release installed and not yet committed, and its slot.
+	pending() (version, slot string)
+	// commit records the pending release in slot as committed (idempotent).
+	commit(ctx context.Context, slot string) error
+	// dropPending records that the release in slot did not survive its trial.
+	dropPending(slot, version string)
+}
+
+func (h *healthPart) start(ctx context.Context) error {
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	cfg := d.config()
+	cfg := h.cfg()
 	if cfg.Watchdog.Enabled {
 		hw, err := watchdog.Open(cfg.Watchdog)
 		switch {
 		case err == nil:
 			h.hw = hw
 			bs := hw.BootStatus()
-			d.log.Info("hardware watchdog armed", zap.String("device", hw.Device()), zap.Duration("timeout", hw.Timeout()),
+			h.log.Info("hardware watchdog armed", zap.String("device", hw.Device()), zap.Duration("timeout", hw.Timeout()),
 				zap.Bool("last_boot_was_watchdog_reset", bs.WatchdogReset()), zap.Strings("boot_status", bs.Reasons()))
 			if bs.WatchdogReset() {
-				d.warn("the last boot was a hardware watchdog reset")
+				h.warn("the last boot was a hardware watchdog reset")
 			}
 		case errors.Is(err, watchdog.ErrNotSupported):
-			d.log.Warn("no hardware watchdog; only the systemd watchdog is fed", zap.String("device", cfg.Watchdog.Device), zap.Error(err))
+			h.log.Warn("no hardware watchdog; only the systemd watchdog is fed", zap.String("device", cfg.Watchdog.Device), zap.Error(err))
 		default:
-			d.log.Error("hardware watchdog unavailable", zap.String("device", cfg.Watchdog.Device), zap.Error(err))
-			d.warn("hardware watchdog unavailable: " + err.Error())
+			h.log.Error("hardware watchdog unavailable", zap.String("device", cfg.Watchdog.Device), zap.Error(err))
+			h.warn("hardware watchdog unavailable: " + err.Error())
 		}
 	}
 	usec, _ := sddaemon.SdWatchdogEnabled(false)
 	lc := watchdog.LoopConfig{
-		Notify:         d.opts.Notify,
+		Notify:         h.notify,
 		NotifyInterval: usec / 2,
-		Log:            d.log.Named("watchdog"),
+		Log:            h.log.Named("watchdog"),
 		OnChange: func(s watchdog.Status) {
 			if s.Healthy {
-				d.log.Info("healthy again: feeding the watchdogs")
+				h.log.Info("healthy again: feeding the watchdogs")
 			} else {
-				d.log.Error("unhealthy: not feeding the watchdogs", zap.Strings("problems", s.Problems))
+				h.log.Error("unhealthy: not feeding the watchdogs", zap.Strings("problems", s.Problems))
 			}
 		},
 	}
@@ -88,10 +109,10 @@ func (h *healthPart) start(ctx context.Context, d *Daemon) error {
 		// The main loop beats every second (see Daemon.Run); allow for a
 		// slow config reload or state write.
 		h.beat = h.loop.Heartbeat("main loop", max(10*time.Second, 4*h.loop.Interval()))
-		d.beat = h.beat.Beat
+		h.setBeat(h.beat.Beat)
 		sock := cfg.Daemon.Socket
 		h.loop.AddProbe("api socket", func(ctx context.Context) error {
-			if !d.serving.Load() {
+			if !h.serving() {
 				return nil // not listening yet: the start-up itself is watched by systemd's start timeout
 			}
 			return probeSocket(ctx, sock)
@@ -101,7 +122,7 @@ func (h *healthPart) start(ctx context.Context, d *Daemon) error {
 			defer h.wg.Done()
 			h.loop.Run(h.ctx)
 		}()
-		d.log.Info("health loop running", zap.Duration("interval", h.loop.Interval()),
+		h.log.Info("health loop running", zap.Duration("interval", h.loop.Interval()),
 			zap.Bool("hardware", h.hw != nil), zap.Bool("systemd", lc.Notify != nil))
 	}
 	h.wg.Add(1)
@@ -127,11 +148,14 @@ func probeSocket(ctx context.Context, path string) error {
 	return c.Close()
 }
 
-// boot adapts the boot part for the assessor.
-type assessBoot struct{ d *Daemon }
+// assessBoot is the assessor's view of the boot selection and the record.
+type assessBoot struct {
+	boot    func() (bootSelection, error)
+	release releaseRecord
+}
 
 func (b assessBoot) Booted() (string, error) {
-	c, err := b.d.boot.chooser()
+	c, err := b.boot()
 	if err != nil {
 		return "", err
 	}
@@ -143,13 +167,12 @@ func (b assessBoot) Pending() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	b.d.mu.Lock()
-	defer b.d.mu.Unlock()
-	return b.d.st.Pending != "" && b.d.st.PendingSlot == booted, nil
+	v, slot := b.release.pending()
+	return v != "" && slot == booted, nil
 }
 
 func (b assessBoot) MarkGood(slot string) error {
-	c, err := b.d.boot.chooser()
+	c, err := b.boot()
 	if err != nil {
 		return err
 	}
@@ -159,120 +182,39 @@ func (b assessBoot) MarkGood(slot string) error {
 }
 
 func (b assessBoot) MarkBad(slot string) error {
-	c, err := b.d.boot.chooser()
+	c, err := b.boot()
 	if err != nil {
 		return err
 	}
 	return c.MarkBad(slot)
 }
 
-// commit records a release that passed its assessment: the stored minimum
-// version and security counter rise to it, so older releases are refused
-// from now on. Idempotent. The state is written first, then the floor and
-// the end of the trial go to the boot environment in one write; a cut
-// between the two is repaired by reconcile at the next start.
-func (d *Daemon) commit(ctx context.Context, slot string) error {
-	c, err := d.boot.chooser()
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	if d.st.Pending == "" || d.st.PendingSlot != slot {
-		d.mu.Unlock()
-		return nil // already committed
-	}
-	v := d.st.Pending
-	if higher(v, d.st.MinVersion) {
-		d.st.MinVersion = v
-	}
-	if d.st.PendingCounter > d.st.SecurityCounter {
-		d.st.SecurityCounter = d.st.PendingCounter
-	}
-	d.st.Seq++
-	d.st.Committed, d.st.Pending, d.st.PendingSlot, d.st.PendingCounter = v, "", "", 0
-	d.st.PendingSeq, d.st.PendingSwitched = 0, false
-	notes := d.anchorNotesLocked()
-	notes[noteTrial] = ""
-	min := d.st.MinVersion
-	err = d.saveLocked()
-	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	fault.Point("commit.saved")
-	if err := c.SetNotes(notes); err != nil {
-		// The release is committed; reconcile copies the floor at the next start.
-		d.log.Error("writing the floor to the boot environment", zap.Error(err))
-	}
-	fault.Point("commit.noted")
-	d.log.Info("release committed", zap.String("version", v), zap.String("slot", slot), zap.String("min_version", min))
-	return nil
-}
-
-// rebooter runs daemon.reboot_command when configured (development, the
-// demo and tests), else reboots through systemd or reboot(2). The flow
-// enters rebooting first: a reboot the flow does not allow now (an install
-// is writing) is refused. A reboot that failed returns the flow to where
-// it was (or to failed, after a rollback).
-type rebooter struct{ d *Daemon }
-
-func (r rebooter) Reboot(ctx context.Context, reason string) error {
-	cfg := r.d.config()
-	prev := r.d.flow.State()
-	if err := r.d.flow.enter(api.StateRebooting, reason, entry{}); err != nil {
-		return err
-	}
-	err := r.reboot(ctx, cfg, reason)
-	if err != nil {
-		back := prev
-		if !legal(api.StateRebooting, back) {
-			back = api.StateFailed
-		}
-		r.d.flow.enter(back, "reboot failed: "+err.Error(), entry{Kind: "reboot-failed", Error: err.Error()})
-	}
-	return err
-}
-
-func (r rebooter) reboot(ctx context.Context, cfg *config.Config, reason string) error {
-	if len(cfg.Daemon.RebootCommand) == 0 {
-		return assess.NewRebooter(r.d.log).Reboot(ctx, reason)
-	}
-	r.d.log.Warn("rebooting with daemon.reboot_command", zap.Strings("command", cfg.Daemon.RebootCommand), zap.String("reason", reason))
-	cmd := exec.CommandContext(ctx, cfg.Daemon.RebootCommand[0], cfg.Daemon.RebootCommand[1:]...)
-	cmd.Env = append(os.Environ(), "OTAGW_REBOOT_REASON="+reason)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("reboot command %v: %w: %s", cfg.Daemon.RebootCommand, err, out)
-	}
-	return nil
-}
-
 func (h *healthPart) assessor() *assess.Assessor {
-	cfg := h.d.config()
-	d := h.d
+	cfg := h.cfg()
 	uptimeFile := cfg.Daemon.UptimeFile
 	return &assess.Assessor{
 		Options: cfg.Assessment,
-		Boot:    assessBoot{d},
-		Check:   health.New(cfg.Health, d.log.Named("health")).Run,
-		Commit:  d.commit,
-		Reboot:  rebooter{d},
+		Boot:    assessBoot{boot: h.boot, release: h.release},
+		Check:   health.New(cfg.Health, h.log.Named("health")).Run,
+		Commit:  h.release.commit,
+		Reboot:  rebootFunc(h.reboot),
 		Events: func(e assess.Event) {
-			d.log.Info("assessment", zap.String("event", e.Kind), zap.String("slot", e.Slot), zap.Int("round", e.Round), zap.String("reason", e.Reason))
+			h.log.Info("assessment", zap.String("event", e.Kind), zap.String("slot", e.Slot), zap.Int("round", e.Round), zap.String("reason", e.Reason))
 			if e.Report != nil && !e.Report.OK {
-				d.flow.note(fmt.Sprintf("assessing slot %s: round %d: %v", e.Slot, e.Round, e.Report.Err()))
+				h.flow.note(fmt.Sprintf("assessing slot %s: round %d: %v", e.Slot, e.Round, e.Report.Err()))
 			}
 			switch {
-			case e.Kind == assess.EventMarkedBad && d.flow.State() == api.StateAssessing:
+			case e.Kind == assess.EventMarkedBad && h.flow.State() == api.StateAssessing:
 				// The new release failed its trial: rolled back before
 				// the reboot into the old slot.
-				d.flow.enter(api.StateRolledBack, "release in slot "+e.Slot+" failed its assessment: "+e.Reason,
+				h.flow.enter(api.StateRolledBack, "release in slot "+e.Slot+" failed its assessment: "+e.Reason,
 					entry{Slot: e.Slot, Kind: "assessment-failed", Error: e.Reason})
 			case e.Kind == assess.EventRound || e.Kind == assess.EventStarted:
 				ev := api.Event{Type: api.EventProgress, State: api.StateAssessing, Slot: e.Slot, Done: int64(e.Round), Message: e.Reason}
 				if e.Report != nil && !e.Report.OK {
 					ev.Message, ev.Kind = e.Report.Err().Error(), "check-failed"
 				}
-				d.bus.publish(ev)
+				h.bus.publish(ev)
 			}
 		},
 		Uptime: func() (time.Duration, error) {
@@ -282,23 +224,20 @@ func (h *healthPart) assessor() *assess.Assessor {
 			}
 			return health.ParseUptime(b)
 		},
-		Log: d.log.Named("assess"),
+		Log: h.log.Named("assess"),
 	}
 }
 
 // assessOnStart decides what this boot means for a pending release.
 func (h *healthPart) assessOnStart() {
-	d := h.d
-	d.mu.Lock()
-	pending, pslot := d.st.Pending, d.st.PendingSlot
-	d.mu.Unlock()
-	c, err := d.boot.chooser()
+	pending, pslot := h.release.pending()
+	c, err := h.boot()
 	if err != nil {
 		return
 	}
 	booted, err := c.Booted()
 	if err != nil {
-		d.log.Warn("boot assessment skipped: booted slot unknown", zap.Error(err))
+		h.log.Warn("boot assessment skipped: booted slot unknown", zap.Error(err))
 		return
 	}
 	if pending != "" && booted == pslot {
@@ -318,7 +257,7 @@ func (h *healthPart) assessOnStart() {
 	// us, so it gets its tries back (rauc-mark-good.service does the same
 	// each boot), or U-Boot would count it down to nothing.
 	if err := c.MarkGood(booted); err != nil {
-		d.log.Error("marking the booted slot good", zap.String("slot", booted), zap.Error(err))
+		h.log.Error("marking the booted slot good", zap.String("slot", booted), zap.Error(err))
 	}
 	h.run(false, "") // starts the committed target; nothing to decide
 }
@@ -326,7 +265,6 @@ func (h *healthPart) assessOnStart() {
 // run runs the assessor; for a pending release (version) the flow is in
 // assessing (restore put it there) and leaves it by the outcome.
 func (h *healthPart) run(pending bool, version string) {
-	d := h.d
 	res, err := h.assessor().Run(h.ctx)
 	if h.ctx.Err() != nil {
 		return
@@ -345,16 +283,16 @@ func (h *healthPart) run(pending bool, version string) {
 	}
 	switch res.Outcome {
 	case assess.Committed:
-		d.flow.enter(api.StateCommitted, "release "+version+" committed in slot "+res.Slot,
+		h.flow.enter(api.StateCommitted, "release "+version+" committed in slot "+res.Slot,
 			entry{Release: version, Slot: res.Slot})
 		// MCU firmware shipped with the release fans out after the commit.
-		d.mcu.afterCommit()
+		h.released()
 	case assess.CommitFailed:
-		d.flow.enter(api.StateFailed, "checks passed but the commit failed: "+a.Error,
+		h.flow.enter(api.StateFailed, "checks passed but the commit failed: "+a.Error,
 			entry{Release: version, Slot: res.Slot, Kind: "commit-failed", Error: a.Error})
 	case assess.RolledBack:
 		if err != nil {
-			d.log.Error("rollback reboot failed; stopping the health loop so the hardware watchdog resets the board", zap.Error(err))
+			h.log.Error("rollback reboot failed; stopping the health loop so the hardware watchdog resets the board", zap.Error(err))
 			h.cancel()
 		}
 	}
@@ -362,20 +300,9 @@ func (h *healthPart) run(pending bool, version string) {
 
 // rolledBack records a pending release that did not survive its trial.
 func (h *healthPart) rolledBack(slot, version, booted string) {
-	d := h.d
-	d.mu.Lock()
-	d.st.Pending, d.st.PendingSlot, d.st.PendingCounter = "", "", 0
-	d.st.MCUPayloads = nil // the firmware of a release that is not running
-	rec := &d.st.Install
-	if rec.NotBootable == nil {
-		rec.NotBootable = map[string]string{}
-	}
-	rec.NotBootable[slot] = "release " + version + " rolled back"
-	delete(rec.Installed, slot)
-	d.saveLocked()
-	d.mu.Unlock()
-	d.log.Error("release rolled back", zap.String("event", "rolled-back"), zap.String("release", version), zap.String("slot", slot), zap.String("booted", booted))
-	d.flow.note(fmt.Sprintf("release %s in slot %s was rolled back; running slot %s", version, slot, booted))
+	h.release.dropPending(slot, version)
+	h.log.Error("release rolled back", zap.String("event", "rolled-back"), zap.String("release", version), zap.String("slot", slot), zap.String("booted", booted))
+	h.flow.note(fmt.Sprintf("release %s in slot %s was rolled back; running slot %s", version, slot, booted))
 	h.mu.Lock()
 	h.assess = &api.Assessment{Outcome: string(assess.RolledBack), Slot: slot, Reason: "the boot loader fell back to slot " + booted}
 	h.mu.Unlock()
@@ -389,7 +316,7 @@ func (h *healthPart) routes(srv *api.Server) {
 }
 
 func (h *healthPart) handleHealth(w http.ResponseWriter, r *http.Request) {
-	rep := health.New(h.d.config().Health, h.d.log.Named("health")).Run(r.Context())
+	rep := health.New(h.cfg().Health, h.log.Named("health")).Run(r.Context())
 	api.WriteJSON(w, rep)
 }
 
@@ -399,7 +326,7 @@ func (h *healthPart) handleMarkGood(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusPreconditionFailed, "mark-good", err.Error())
 		return
 	}
-	h.d.flow.note("marked good by an operator: slot " + res.Slot)
+	h.flow.note("marked good by an operator: slot " + res.Slot)
 	api.WriteJSON(w, res)
 }
 
@@ -425,7 +352,7 @@ func (h *healthPart) handleRollback(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", err.Error())
 		return
 	}
-	c, err := h.d.boot.chooser()
+	c, err := h.boot()
 	if err != nil {
 		api.WriteError(w, http.StatusPreconditionFailed, "boot", err.Error())
 		return
@@ -450,14 +377,14 @@ func (h *healthPart) handleRollback(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusPreconditionFailed, "no-good-slot", "no other slot is good: nothing to roll back to")
 		return
 	}
-	if err := c.SetPrimary(other, h.d.config().Boot.GoodTries); err != nil {
+	if err := c.SetPrimary(other, h.cfg().Boot.GoodTries); err != nil {
 		api.WriteError(w, http.StatusInternalServerError, "boot", err.Error())
 		return
 	}
-	h.d.flow.note("rollback: slot " + other + " boots next")
+	h.flow.note("rollback: slot " + other + " boots next")
 	out := api.SlotRequest{Slot: other, Reboot: req.Reboot}
 	if req.Reboot {
-		if err := (rebooter{h.d}).Reboot(r.Context(), "operator rollback to slot "+other); err != nil {
+		if err := h.reboot(r.Context(), "operator rollback to slot "+other); err != nil {
 			api.WriteError(w, http.StatusInternalServerError, "reboot", err.Error())
 			return
 		}
@@ -485,11 +412,11 @@ func (h *healthPart) stop() {
 	h.cancel()
 	h.wg.Wait()
 	if h.beat != nil {
-		h.d.beat = nil
+		h.setBeat(nil)
 	}
 	if h.hw != nil {
 		if err := h.hw.Close(); err != nil {
-			h.d.log.Error("closing the hardware watchdog", zap.Error(err))
+			h.log.Error("closing the hardware watchdog", zap.Error(err))
 		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/otagw/otagw/abboot"
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
 	"github.com/otagw/otagw/internal/fault"
@@ -121,8 +120,8 @@ func transient(err error) bool {
 	return errors.Is(err, source.ErrStalled) || errors.Is(err, source.ErrRetries) || errors.As(err, &ne)
 }
 
-func (p *installPart) start(ctx context.Context, d *Daemon) error {
-	p.d = d
+func (p *installPart) start(ctx context.Context) error {
+	d := p.d
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	c, cerr := d.boot.chooser()
 	rec := d.loadInstall()
@@ -553,7 +552,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 // installPlan is what begin settled before the first byte is written.
 type installPlan struct {
 	target    string
-	chooser   *abboot.Chooser
+	chooser   bootSelection
 	installer *rootfs.Installer
 	head      *bundle.Head
 	request   rootfs.Request

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"slices"
 	"sync"
 
 	"go.uber.org/zap"
@@ -25,7 +24,13 @@ import (
 // A fan-out is the flow's flashing state, entered from a resting state and
 // left back to it; each device's phases and outcome are device events.
 type mcuPart struct {
-	d      *Daemon
+	log     *zap.Logger
+	cfg     func() *config.Config
+	flow    *flow
+	bus     *bus
+	windows windows
+	rec     fleetRecord
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -34,40 +39,20 @@ type mcuPart struct {
 	running bool
 }
 
-// mcuStore is fanout.Store on the daemon's HMAC-protected record.
-type mcuStore struct{ d *Daemon }
-
-func (s *mcuStore) all() map[string]fanout.Record {
-	s.d.mu.Lock()
-	defer s.d.mu.Unlock()
-	m := make(map[string]fanout.Record, len(s.d.st.MCU))
-	for k, v := range s.d.st.MCU {
-		m[k] = v
-	}
-	return m
+// fleetRecord is the fan-out's part of the release record: each device's
+// record (fanout.Store), the release firmware still to fan out, and the
+// committed release.
+type fleetRecord interface {
+	fanout.Store
+	all() map[string]fanout.Record
+	payloads() []string
+	payloadDone(path string) error
+	committed() string
 }
 
-func (s *mcuStore) Load(device string) (fanout.Record, bool, error) {
-	s.d.mu.Lock()
-	defer s.d.mu.Unlock()
-	r, ok := s.d.st.MCU[device]
-	return r, ok, nil
-}
-
-func (s *mcuStore) Save(r fanout.Record) error {
-	s.d.mu.Lock()
-	defer s.d.mu.Unlock()
-	if s.d.st.MCU == nil {
-		s.d.st.MCU = map[string]fanout.Record{}
-	}
-	s.d.st.MCU[r.Device] = r
-	return s.d.saveLocked()
-}
-
-func (m *mcuPart) start(ctx context.Context, d *Daemon) error {
-	m.d = d
+func (m *mcuPart) start(ctx context.Context) error {
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	if d.flow.State() == api.StateFlashing {
+	if m.flow.State() == api.StateFlashing {
 		// The daemon stopped in the fan-out of a release's firmware: it
 		// runs again (devices already done answer not-needed).
 		m.wg.Add(1)
@@ -82,13 +67,10 @@ func (m *mcuPart) start(ctx context.Context, d *Daemon) error {
 // afterCommit fans out the committed release's MCU firmware, now or at
 // the next flash window.
 func (m *mcuPart) afterCommit() {
-	m.d.mu.Lock()
-	n := len(m.d.st.MCUPayloads)
-	m.d.mu.Unlock()
-	if n == 0 {
+	if len(m.rec.payloads()) == 0 {
 		return
 	}
-	m.d.maintenance.whenAllowed(window.Flash, "MCU firmware of the release", func() {
+	m.windows.whenAllowed(window.Flash, "MCU firmware of the release", func() {
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
@@ -151,7 +133,7 @@ type pkgOpener func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error)
 func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string) ([]fanout.Result, error) {
 	res, err := m.flashOnce(ctx, opens, devices)
 	if err != nil {
-		m.d.bus.publish(api.Event{Type: api.EventError, State: api.StateFlashing, Kind: mcuKind(err), Error: err.Error()})
+		m.bus.publish(api.Event{Type: api.EventError, State: api.StateFlashing, Kind: mcuKind(err), Error: err.Error()})
 	}
 	return res, err
 }
@@ -176,7 +158,7 @@ func (m *mcuPart) flashOnce(ctx context.Context, opens []pkgOpener, devices []st
 		m.running = false
 		m.mu.Unlock()
 	}()
-	cfg := m.d.config()
+	cfg := m.cfg()
 	kr, err := sign.LoadKeyring(cfg.Update.Keyring)
 	if err != nil {
 		return nil, fmt.Errorf("update.keyring: %w", err)
@@ -191,44 +173,42 @@ func (m *mcuPart) flashOnce(ctx context.Context, opens []pkgOpener, devices []st
 	}
 	pkg := pkgs[0]
 	for _, w := range cfg.Downstream.Warnings() {
-		m.d.log.Warn("deprecated configuration", zap.String("warning", w))
+		m.log.Warn("deprecated configuration", zap.String("warning", w))
 	}
-	eng, err := fanout.New(cfg.Downstream, &mcuStore{d: m.d}, m.d.log.Named("downstream"))
+	eng, err := fanout.New(cfg.Downstream, m.rec, m.log.Named("downstream"))
 	if err != nil {
 		return nil, err
 	}
-	prev := m.d.flow.State()
+	prev := m.flow.State()
 	if prev == api.StateStarting {
 		prev = api.StateIdle
 	}
 	if prev != api.StateFlashing { // flashing: a fan-out resumed at start
-		if err := m.d.flow.enter(api.StateFlashing, fmt.Sprintf("MCU firmware %s %s", pkg.Manifest.Target.Family, pkg.Manifest.Version),
+		if err := m.flow.enter(api.StateFlashing, fmt.Sprintf("MCU firmware %s %s", pkg.Manifest.Target.Family, pkg.Manifest.Version),
 			entry{Release: pkg.Manifest.Version}); err != nil {
 			return nil, fmt.Errorf("%w: %v", api.ErrBusy, err)
 		}
 	} else {
 		prev = api.StateIdle
-		m.d.mu.Lock()
-		if m.d.st.Committed != "" {
+		if m.rec.committed() != "" {
 			prev = api.StateCommitted
 		}
-		m.d.mu.Unlock()
 	}
-	res, err := eng.RunMany(ctx, pkgs, devices, func(e fanout.Event) { m.d.bus.publish(deviceEvent(e)) })
+	res, err := eng.RunMany(ctx, pkgs, devices, func(e fanout.Event) { m.bus.publish(deviceEvent(e)) })
 	counts := map[fanout.State]int{}
 	for _, r := range res {
 		counts[r.State]++
 		if r.State == fanout.Failed {
-			m.d.log.Error("MCU update failed", zap.String("device", r.Device), zap.String("reason", r.Reason))
+			m.log.Error("MCU update failed", zap.String("device", r.Device), zap.String("reason", r.Reason))
 		}
 	}
 	summary := fmt.Sprintf("MCU fan-out of %s: %d success, %d not needed, %d postponed, %d failed",
 		pkg.Manifest.Version, counts[fanout.Success], counts[fanout.NotNeeded], counts[fanout.Postponed], counts[fanout.Failed])
 	if err == nil {
-		m.d.bus.publish(api.Event{Type: api.EventDone, State: api.StateFlashing, Release: pkg.Manifest.Version,
+		m.bus.publish(api.Event{Type: api.EventDone, State: api.StateFlashing, Release: pkg.Manifest.Version,
 			Message: summary, Devices: deviceResults(res)})
 	}
-	m.d.flow.enter(prev, summary, entry{Release: pkg.Manifest.Version})
+	m.flow.enter(prev, summary, entry{Release: pkg.Manifest.Version})
 	return res, err
 }
 
@@ -276,14 +256,14 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 			return p, nil
 		})
 	}
-	if err := m.d.maintenance.allowed(window.Flash, req.Now); err != nil {
+	if err := m.windows.allowed(window.Flash, req.Now); err != nil {
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
 	}
 	// The answer is the fan-out's view of the bus; the fan-out runs
 	// beside it (and stops if the client goes away).
-	sub, _ := m.d.bus.subscribe(SubscriberBuffer, mcuView)
-	defer m.d.bus.unsubscribe(sub)
+	sub, _ := m.bus.subscribe(SubscriberBuffer, mcuView)
+	defer m.bus.unsubscribe(sub)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -297,32 +277,28 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 // the install returned them (persisted.MCUPayloads); each leaves the
 // record once its fan-out ran.
 func (m *mcuPart) flashPayloads() {
-	m.d.mu.Lock()
-	files := append([]string(nil), m.d.st.MCUPayloads...)
-	m.d.mu.Unlock()
-	for _, f := range files {
+	for _, f := range m.rec.payloads() {
 		if m.ctx.Err() != nil {
 			return // stopping: the rest runs at the next start
 		}
-		m.d.log.Info("fanning out MCU firmware from the committed release", zap.String("package", f))
+		m.log.Info("fanning out MCU firmware from the committed release", zap.String("package", f))
 		open := func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error) { return mcupkg.Open(f, kr, threshold) }
 		if _, err := m.flash(m.ctx, []pkgOpener{open}, nil); err != nil {
-			m.d.log.Error("MCU fan-out", zap.String("package", f), zap.Error(err))
+			m.log.Error("MCU fan-out", zap.String("package", f), zap.Error(err))
 			if m.ctx.Err() != nil {
 				return
 			}
 		}
-		m.d.mu.Lock()
-		m.d.st.MCUPayloads = slices.DeleteFunc(m.d.st.MCUPayloads, func(p string) bool { return p == f })
-		m.d.saveLocked()
-		m.d.mu.Unlock()
+		if err := m.rec.payloadDone(f); err != nil {
+			m.log.Error("MCU fan-out: recording the end", zap.String("package", f), zap.Error(err))
+		}
 		os.Remove(f)
 	}
 }
 
 func (m *mcuPart) status(s *api.Status) {
-	cfg := m.d.config()
-	recs := (&mcuStore{d: m.d}).all()
+	cfg := m.cfg()
+	recs := m.rec.all()
 	for _, dev := range cfg.Downstream.Devices {
 		st := api.MCUStatus{Name: dev.Name, Bus: dev.Bus}
 		if r, ok := recs[dev.Name]; ok {

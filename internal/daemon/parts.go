@@ -14,13 +14,17 @@ import (
 // part is one capability the daemon sequences (boot selection, rootfs
 // installs, boot assessment, MCU fan-out). Each lives in its own file,
 // owns its routes and its section of the status, and is started in order
-// before READY=1. The daemon holds each by its type (Daemon.boot,
-// .maintenance, .inst, .health, .mcu); the state they report moves only
-// through the flow (flow.go).
+// before READY=1. The daemon builds each with what it needs (newParts) and
+// holds it by its type (Daemon.boot, .maintenance, .inst, .health, .mcu);
+// the state they report moves only through the flow (flow.go). The boot
+// selection, the windows and the MCU fleet are plain collaborators (their
+// dependencies are functions and small interfaces: bootSelection, windows,
+// fleetRecord); the install and the assessment still reach the release
+// record through the daemon.
 type part interface {
 	// start runs after the state is loaded and before READY=1. A returned
 	// error stops the daemon: only for configuration that cannot work.
-	start(ctx context.Context, d *Daemon) error
+	start(ctx context.Context) error
 	// routes adds the part's API routes.
 	routes(srv *api.Server)
 	// status fills the part's section of `otagw status`.
@@ -29,6 +33,26 @@ type part interface {
 	reload(cfg *config.Config)
 	// stop releases what start took; it must return promptly.
 	stop()
+}
+
+// newParts builds the parts with their dependencies.
+func (d *Daemon) newParts() {
+	d.boot = &bootPart{log: d.log, cfg: d.config}
+	d.maintenance = &maintenancePart{log: d.log, cfg: d.config, now: d.opts.Now,
+		reboot: rebooter{d}.Reboot, waiting: d.awaitingReboot}
+	d.inst = &installPart{d: d}
+	d.health = &healthPart{log: d.log, cfg: d.config, notify: d.opts.Notify, warn: d.warn,
+		serving: d.serving.Load, setBeat: d.setBeat, boot: d.boot.chooser, release: releaseStore{d},
+		flow: d.flow, bus: d.bus, reboot: rebooter{d}.Reboot, released: func() { d.mcu.afterCommit() }}
+	d.mcu = &mcuPart{log: d.log, cfg: d.config, flow: d.flow, bus: d.bus, windows: d.maintenance, rec: &mcuStore{d: d}}
+}
+
+// awaitingReboot names the release installed and waiting for its reboot.
+func (d *Daemon) awaitingReboot() (string, bool) {
+	d.mu.Lock()
+	pending := d.st.Pending
+	d.mu.Unlock()
+	return pending, pending != "" && d.flow.State() == api.StateInstalled
 }
 
 // parts lists the parts in start order.
@@ -46,40 +70,9 @@ func decodeJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// loadInstall returns a copy of the install's part of the record.
-func (d *Daemon) loadInstall() installRecord {
+// setBeat sets the main loop's heartbeat (the health loop's, or nil).
+func (d *Daemon) setBeat(f func()) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.st.Install.clone()
-}
-
-// saveInstall writes the install's part of the record with the rest of it.
-func (d *Daemon) saveInstall(rec *installRecord) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.st.Install = rec.clone()
-	return d.saveLocked()
-}
-
-// clone is a deep copy (the maps and the checkpoint are not shared).
-func (r installRecord) clone() installRecord {
-	c := r
-	if r.Checkpoint != nil {
-		cp := *r.Checkpoint
-		c.Checkpoint = &cp
-	}
-	c.Installed = cloneMap(r.Installed)
-	c.NotBootable = cloneMap(r.NotBootable)
-	return c
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	c := make(map[string]string, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
+	d.beat = f
+	d.mu.Unlock()
 }
