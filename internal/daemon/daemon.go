@@ -202,8 +202,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-hup:
 			d.reload()
 		case <-beat.C:
-			if d.beat != nil {
-				d.beat()
+			d.mu.Lock()
+			f := d.beat
+			d.mu.Unlock()
+			if f != nil {
+				f()
 			}
 		}
 	}

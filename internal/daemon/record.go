@@ -238,4 +238,3 @@ func (r releaseStore) commit(ctx context.Context, slot string) error {
 	d.log.Info("release committed", zap.String("version", v), zap.String("slot", slot), zap.String("min_version", min))
 	return nil
 }
-
