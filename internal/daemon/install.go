@@ -31,7 +31,16 @@ import (
 // a checkpoint so that after kill -9 or a power cut the daemon resumes
 // from the last verified chunk, or reports the slot as not bootable.
 type installPart struct {
-	d      *Daemon
+	log     *zap.Logger
+	cfg     func() *config.Config
+	now     func() time.Time
+	warn    func(string)
+	boot    func() (bootSelection, error)
+	windows windows
+	flow    *flow
+	bus     *bus
+	store   installStore
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -39,6 +48,22 @@ type installPart struct {
 	mu    sync.Mutex
 	job   *installJob        // the running install, nil when idle
 	retry context.CancelFunc // stops the automatic-resume loop, nil when none
+}
+
+// installStore is the install's part of the release record.
+type installStore interface {
+	// load returns a copy of the install record; save writes it.
+	load() installRecord
+	save(rec *installRecord) error
+	// floor is the anti-downgrade floor: minimum version and security counter.
+	floor() (string, uint64)
+	// announce is step 2 of switchTo: in one write, the install is over
+	// and version (counter) in rec.Bootname is pending, with the MCU
+	// payloads it carries; it returns the boot environment notes to
+	// write with the switch.
+	announce(rec *installRecord, version string, counter uint64, payloads []string) (map[string]string, error)
+	// switched is step 4: the switch landed in the boot environment.
+	switched() error
 }
 
 // installRecord is the install's part of the release record (persisted.Install).
@@ -92,7 +117,7 @@ func (p *installPart) publish(ev api.Event) {
 	if ev.State == "" {
 		ev.State = api.StateInstalling
 	}
-	p.d.bus.publish(ev)
+	p.bus.publish(ev)
 }
 
 // maxRestarts bounds the daemon starts that find the same install
@@ -121,29 +146,28 @@ func transient(err error) bool {
 }
 
 func (p *installPart) start(ctx context.Context) error {
-	d := p.d
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	c, cerr := d.boot.chooser()
-	rec := d.loadInstall()
+	c, cerr := p.boot()
+	rec := p.store.load()
 	if !rec.Active {
 		return nil
 	}
-	cfg := d.config()
+	cfg := p.cfg()
 	if cerr == nil {
 		if booted, err := c.Booted(); err == nil && booted == rec.Bootname {
 			// Only a record older than the boot environment can name the
 			// booted slot; writing it again would take the running
 			// system's only fallback. Never without a fresh request.
-			d.log.Error("interrupted install record names the booted slot; not resumed", zap.String("slot", booted))
-			d.warn("an interrupted install record named the booted slot " + booted + "; it was dropped, not resumed")
+			p.log.Error("interrupted install record names the booted slot; not resumed", zap.String("slot", booted))
+			p.warn("an interrupted install record named the booted slot " + booted + "; it was dropped, not resumed")
 			rec.Active, rec.Checkpoint = false, nil
-			d.saveInstall(&rec)
-			d.flow.enter(api.StateIdle, "an interrupted install record named the booted slot "+booted+"; dropped", entry{Slot: booted})
+			p.store.save(&rec)
+			p.flow.enter(api.StateIdle, "an interrupted install record named the booted slot "+booted+"; dropped", entry{Slot: booted})
 			return nil
 		}
 	}
 	rec.Restarts++
-	d.saveInstall(&rec)
+	p.store.save(&rec)
 	switch {
 	case isFD(rec.Source):
 		name, _ := api.IsFDSource(rec.Source)
@@ -158,12 +182,12 @@ func (p *installPart) start(ctx context.Context) error {
 		// A bundle that brings the daemon down every time must not loop.
 		p.fail(&rec, fmt.Sprintf("install of %s was interrupted %d times in a row without progress", rec.Source, rec.Restarts), "")
 	default:
-		d.log.Warn("interrupted install found: resuming", zap.String("source", rec.Source),
+		p.log.Warn("interrupted install found: resuming", zap.String("source", rec.Source),
 			zap.String("slot", rec.Bootname), zap.Int("from_chunk", nextChunk(rec.Checkpoint)))
 		// In the background: re-reading a remote bundle's head may take
 		// its retries, and READY=1 must not wait for that. The flow is in
 		// installing already (restore).
-		d.flow.note("resuming the interrupted install of " + rec.Source)
+		p.flow.note("resuming the interrupted install of " + rec.Source)
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -187,10 +211,10 @@ func (p *installPart) autoResume(src, target string) {
 		p.mu.Unlock()
 		cancel()
 	}()
-	cfg := p.d.config()
+	cfg := p.cfg()
 	delay := cfg.Update.ResumeBackoff
 	for {
-		rec := p.d.loadInstall()
+		rec := p.store.load()
 		if !rec.Active || rec.Source != src {
 			return // cancelled, or replaced by a new request
 		}
@@ -204,7 +228,7 @@ func (p *installPart) autoResume(src, target string) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		rec = p.d.loadInstall()
+		rec = p.store.load()
 		if !rec.Active {
 			return // the failure was final and is recorded
 		}
@@ -213,13 +237,13 @@ func (p *installPart) autoResume(src, target string) {
 			return
 		}
 		rec.Failures++
-		p.d.saveInstall(&rec)
+		p.store.save(&rec)
 		if rec.Failures > cfg.Update.ResumeRetries {
 			p.fail(&rec, fmt.Sprintf("install of %s failed after %d automatic attempts: %v", src, rec.Failures, err), rootfs.Kind(err))
 			return
 		}
-		p.d.log.Warn("install attempt failed; retrying", zap.Int("attempt", rec.Failures), zap.Duration("in", delay), zap.Error(err))
-		p.d.flow.note(fmt.Sprintf("attempt %d of %d at %s failed (%v); retrying in %v",
+		p.log.Warn("install attempt failed; retrying", zap.Int("attempt", rec.Failures), zap.Duration("in", delay), zap.Error(err))
+		p.flow.note(fmt.Sprintf("attempt %d of %d at %s failed (%v); retrying in %v",
 			rec.Failures, cfg.Update.ResumeRetries+1, src, err, delay))
 		t := time.NewTimer(delay)
 		select {
@@ -267,9 +291,9 @@ func (p *installPart) fail(rec *installRecord, why, kind string) {
 
 func (p *installPart) endRecord(rec *installRecord, why, kind, state string) {
 	if rec.Bootname != "" {
-		if c, err := p.d.boot.chooser(); err == nil {
+		if c, err := p.boot(); err == nil {
 			if err := c.MarkBad(rec.Bootname); err != nil {
-				p.d.log.Error("marking interrupted slot bad", zap.String("slot", rec.Bootname), zap.Error(err))
+				p.log.Error("marking interrupted slot bad", zap.String("slot", rec.Bootname), zap.Error(err))
 			}
 		}
 		if rec.NotBootable == nil {
@@ -282,8 +306,8 @@ func (p *installPart) endRecord(rec *installRecord, why, kind, state string) {
 	if kind != "" {
 		rec.LastError, rec.LastKind = why, kind
 	}
-	p.d.log.Error("slot not bootable", zap.String("slot", rec.Bootname), zap.String("why", why))
-	p.d.saveInstall(rec)
+	p.log.Error("slot not bootable", zap.String("slot", rec.Bootname), zap.String("why", why))
+	p.store.save(rec)
 	e := entry{Slot: rec.Bootname, Source: rec.Source}
 	if state == api.StateFailed {
 		e.Kind, e.Error = kind, why
@@ -291,7 +315,7 @@ func (p *installPart) endRecord(rec *installRecord, why, kind, state string) {
 			e.Kind = "interrupted"
 		}
 	}
-	p.d.flow.enter(state, "slot "+rec.Bootname+" not bootable: "+why, e)
+	p.flow.enter(state, "slot "+rec.Bootname+" not bootable: "+why, e)
 }
 
 func (p *installPart) routes(srv *api.Server) {
@@ -305,7 +329,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", err.Error())
 		return
 	}
-	rec := p.d.loadInstall()
+	rec := p.store.load()
 	src, target := req.Source, ""
 	// The daemon opens URLs only: a local bundle arrives as a descriptor
 	// the client opened with its own credentials (api.PassedFile).
@@ -339,8 +363,8 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		p.mu.Unlock()
 		if running != nil { // attach to the running one
 			closePassed()
-			sub, _ := p.d.bus.subscribe(SubscriberBuffer, installView)
-			defer p.d.bus.unsubscribe(sub)
+			sub, _ := p.bus.subscribe(SubscriberBuffer, installView)
+			defer p.bus.unsubscribe(sub)
 			follow(api.NewStreamWriter(w), r, sub)
 			return
 		}
@@ -365,7 +389,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", "install: no source given")
 		return
 	}
-	if err := p.d.maintenance.allowed(window.Install, req.Now || req.Resume); err != nil {
+	if err := p.windows.allowed(window.Install, req.Now || req.Resume); err != nil {
 		closePassed()
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
@@ -378,8 +402,8 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	// The answer is the install's view of the bus, subscribed before the
 	// install starts so that no event of it is missed.
-	sub, _ := p.d.bus.subscribe(SubscriberBuffer, installView)
-	defer p.d.bus.unsubscribe(sub)
+	sub, _ := p.bus.subscribe(SubscriberBuffer, installView)
+	defer p.bus.unsubscribe(sub)
 	_, err := p.begin(passed, src, target, req.Resume, false)
 	if err != nil {
 		code, kind := http.StatusConflict, "busy"
@@ -411,7 +435,7 @@ func (p *installPart) handleCancel(w http.ResponseWriter, r *http.Request) {
 		}
 		out = api.Event{Type: api.EventError, State: api.StateInstalling, Kind: "cancelled", Slot: job.target, Error: "install of " + job.source + " " + errCancelled.Error()}
 	}
-	rec := p.d.loadInstall()
+	rec := p.store.load()
 	if rec.Active {
 		p.markNotBootable(&rec, "install of "+rec.Source+" "+errCancelled.Error())
 		out = api.Event{Type: api.EventError, State: api.StateInstalling, Kind: "cancelled", Slot: rec.Bootname, Error: "install of " + rec.Source + " " + errCancelled.Error()}
@@ -420,7 +444,7 @@ func (p *installPart) handleCancel(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusPreconditionFailed, "nothing-to-cancel", "no install is running or waiting to be resumed")
 		return
 	}
-	out.Time = p.d.opts.Now()
+	out.Time = p.now()
 	api.WriteJSON(w, out)
 }
 
@@ -438,7 +462,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	}
 	if s == nil {
 		var err error
-		if s, err = source.New(src, p.d.config().Rootfs.Source); err != nil {
+		if s, err = source.New(src, p.cfg().Rootfs.Source); err != nil {
 			return nil, err
 		}
 	}
@@ -465,8 +489,8 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	}()
 	// The flow moves first: an install the flow does not allow now (an
 	// assessment, a fan-out or a reboot is under way) is refused as busy.
-	if p.d.flow.State() != api.StateInstalling {
-		if err := p.d.flow.enter(api.StateDownloading, "reading the head of "+src, entry{Bundle: src}); err != nil {
+	if p.flow.State() != api.StateInstalling {
+		if err := p.flow.enter(api.StateDownloading, "reading the head of "+src, entry{Bundle: src}); err != nil {
 			job.err = fmt.Errorf("%w: %v", api.ErrBusy, err)
 			return nil, job.err
 		}
@@ -483,7 +507,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 		return nil, err
 	}
 	job.target = plan.target
-	rec := p.d.loadInstall()
+	rec := p.store.load()
 	var cp *rootfs.Checkpoint
 	if resume && rec.Checkpoint != nil && rec.Source == src && rec.Bootname == plan.target {
 		cp = rec.Checkpoint
@@ -507,11 +531,11 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	rec.NotBootable[plan.target] = "being written"
 	delete(rec.Installed, plan.target)
 	rec.LastError, rec.LastKind = "", ""
-	if err := p.d.saveInstall(&rec); err != nil {
+	if err := p.store.save(&rec); err != nil {
 		job.err = err
 		return nil, err
 	}
-	cfg := p.d.config()
+	cfg := p.cfg()
 	req := plan.request
 	req.Source, req.Src, req.Resume = src, s, cp
 	req.MCUDir = filepath.Join(cfg.Daemon.StateDir, "mcu-payloads")
@@ -523,7 +547,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	req.OnCheckpoint = func(c rootfs.Checkpoint) error {
 		rec.Checkpoint = &c
 		rec.Failures, rec.Restarts = 0, 0 // progress: the counts start again
-		err := p.d.saveInstall(&rec)
+		err := p.store.save(&rec)
 		fault.Point("install.checkpoint")
 		return err
 	}
@@ -536,7 +560,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	if auto {
 		how = "resume"
 	}
-	p.d.flow.enter(api.StateInstalling, fmt.Sprintf("%s %s into slot %s", what, src, plan.target),
+	p.flow.enter(api.StateInstalling, fmt.Sprintf("%s %s into slot %s", what, src, plan.target),
 		entry{Release: version, Slot: plan.target, Bundle: src, Source: how})
 	started = true
 	p.wg.Add(1)
@@ -563,8 +587,8 @@ type installPlan struct {
 // The slot is the daemon's choice, named in the request (Request.Target):
 // rootfs writes that one and does not choose again.
 func (p *installPart) prepare(ctx context.Context, src source.Source, target string) (*installPlan, error) {
-	cfg := p.d.config()
-	c, err := p.d.boot.chooser()
+	cfg := p.cfg()
+	c, err := p.boot()
 	if err != nil {
 		return nil, fmt.Errorf("boot selection unavailable: %w", err)
 	}
@@ -598,19 +622,17 @@ func (p *installPart) prepare(ctx context.Context, src source.Source, target str
 	if err != nil {
 		return nil, fmt.Errorf("update.keyring: %w", err)
 	}
-	inst, err := rootfs.NewInstaller(cfg.Rootfs, p.d.log.Named("rootfs"))
+	inst, err := rootfs.NewInstaller(cfg.Rootfs, p.log.Named("rootfs"))
 	if err != nil {
 		return nil, err
 	}
-	inst.SetClock(p.d.opts.Now)
-	p.d.mu.Lock()
-	minV, minSC := p.d.st.MinVersion, p.d.st.SecurityCounter
-	p.d.mu.Unlock()
+	inst.SetClock(p.now)
+	minV, minSC := p.store.floor()
 	policy := rootfs.Policy{Compatible: cfg.Update.Compatible, Threshold: cfg.Update.Threshold,
 		MinVersion: minV, MinSecurityCounter: minSC, AllowDowngrade: cfg.Update.AllowDowngrade}
 	// Signatures, compatible, version policy and size first: a bundle
 	// that is refused must not change the boot environment at all.
-	h, err := rootfs.CheckHead(ctx, src, kr, policy, p.d.opts.Now())
+	h, err := rootfs.CheckHead(ctx, src, kr, policy, p.now())
 	if err != nil {
 		return nil, err
 	}
@@ -622,17 +644,17 @@ func (p *installPart) prepare(ctx context.Context, src source.Source, target str
 // slots and the boot environment are unchanged; it says why everywhere.
 func (p *installPart) refused(err error) {
 	kind := installKind(err)
-	rec := p.d.loadInstall()
+	rec := p.store.load()
 	rec.LastError, rec.LastKind = err.Error(), kind
-	p.d.saveInstall(&rec)
-	p.d.log.Error("install refused", zap.String("event", "refused"), zap.String("kind", kind), zap.Error(err))
+	p.store.save(&rec)
+	p.log.Error("install refused", zap.String("event", "refused"), zap.String("kind", kind), zap.Error(err))
 	p.publish(api.Event{Type: api.EventError, Kind: kind, Error: err.Error()})
 	if rec.Active {
 		// An automatic retry's attempt: the retry loop decides.
-		p.d.flow.note("install attempt failed (" + kind + "): " + err.Error())
+		p.flow.note("install attempt failed (" + kind + "): " + err.Error())
 		return
 	}
-	p.d.flow.enter(api.StateIdle, "install refused ("+kind+"): "+err.Error(), entry{Kind: kind, Error: err.Error()})
+	p.flow.enter(api.StateIdle, "install refused ("+kind+"): "+err.Error(), entry{Kind: kind, Error: err.Error()})
 }
 
 func (p *installPart) finish(job *installJob, rec *installRecord, plan *installPlan, res *rootfs.Result, err error) {
@@ -656,7 +678,7 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 	if p.ctx.Err() != nil {
 		// The daemon is stopping: the record stays active so the next
 		// start resumes from the checkpoint.
-		p.d.log.Warn("install interrupted by shutdown; will resume at next start", zap.String("slot", rec.Bootname))
+		p.log.Warn("install interrupted by shutdown; will resume at next start", zap.String("slot", rec.Bootname))
 		if err == nil {
 			err = context.Canceled
 		}
@@ -668,9 +690,9 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 		// The checkpoint does not fit the bundle any more, or the slot's
 		// earlier chunks did not survive: the next attempt starts over
 		// from chunk 0.
-		p.d.log.Warn("resume failed; the next attempt starts over", zap.Error(err))
+		p.log.Warn("resume failed; the next attempt starts over", zap.Error(err))
 		rec.Checkpoint = nil
-		p.d.saveInstall(rec)
+		p.store.save(rec)
 		p.publish(api.Event{Type: api.EventError, Kind: "resume-mismatch", Slot: rec.Bootname, Error: "resume failed, the install starts over: " + err.Error()})
 		err = fmt.Errorf("%w (%w)", source.ErrRetries, err) // transient: the next attempt starts over
 		if isFD(rec.Source) {
@@ -688,15 +710,15 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 	if err != nil {
 		kind := rootfs.Kind(err)
 		rec.LastError, rec.LastKind = err.Error(), kind
-		p.d.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
+		p.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
 		if job.auto && transient(err) {
 			// The retry loop decides: the record stays resumable.
-			p.d.saveInstall(rec)
+			p.store.save(rec)
 		} else {
 			rec.Active = false
 			rec.NotBootable[rec.Bootname] = "install failed: " + kind
-			p.d.saveInstall(rec)
-			p.d.flow.enter(api.StateFailed, "install failed: "+err.Error(), entry{Slot: rec.Bootname, Kind: kind, Error: err.Error()})
+			p.store.save(rec)
+			p.flow.enter(api.StateFailed, "install failed: "+err.Error(), entry{Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		}
 		p.publish(api.Event{Type: api.EventError, Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		return
@@ -706,16 +728,16 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 	if err != nil {
 		err = fmt.Errorf("slot %s verified, but switching the boot to it failed: %w", rec.Bootname, err)
 		kind := rootfs.Kind(err)
-		p.d.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
-		p.d.flow.enter(api.StateFailed, err.Error(), entry{Slot: rec.Bootname, Kind: kind, Error: err.Error()})
+		p.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
+		p.flow.enter(api.StateFailed, err.Error(), entry{Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		p.publish(api.Event{Type: api.EventError, Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		return
 	}
 	v := res.Manifest.Version
-	tries := p.d.config().Boot.PrimaryTries
-	p.d.flow.enter(api.StateInstalled, fmt.Sprintf("release %s verified in slot %s; it boots next (%d tries)", v, rec.Bootname, tries),
+	tries := p.cfg().Boot.PrimaryTries
+	p.flow.enter(api.StateInstalled, fmt.Sprintf("release %s verified in slot %s; it boots next (%d tries)", v, rec.Bootname, tries),
 		entry{Release: v, Slot: rec.Bootname, Bundle: job.source})
-	p.d.maintenance.scheduleReboot(v)
+	p.windows.scheduleReboot(v)
 	p.publish(api.Event{Type: api.EventDone, Release: v, Slot: rec.Bootname, Bundle: res.Bundle})
 }
 
@@ -734,7 +756,7 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 // switch (the slot was never bootable, so no try was spent); between 3
 // and 4 it finds the trial in the environment.
 func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootfs.Result) error {
-	cfg := p.d.config()
+	cfg := p.cfg()
 	if err := saveProof(cfg.Daemon.StateDir, rec.Bootname, plan.head); err != nil {
 		return fmt.Errorf("keeping the signed manifest of slot %s: %w", rec.Bootname, err)
 	}
@@ -753,18 +775,7 @@ func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootf
 			payloads = append(payloads, m.Path)
 		}
 	}
-	d := p.d
-	d.mu.Lock()
-	d.st.Seq++
-	d.st.Pending, d.st.PendingSlot, d.st.PendingCounter = m.Version, rec.Bootname, m.SecurityCounter
-	d.st.PendingSeq, d.st.PendingSwitched = d.st.Seq, false
-	d.st.Install = rec.clone()
-	d.st.MCUPayloads = payloads
-	t := trial{Slot: rec.Bootname, Version: m.Version, Counter: m.SecurityCounter, Seq: d.st.Seq}
-	notes := d.anchorNotesLocked()
-	notes[noteTrial] = t.String()
-	err := d.saveLocked()
-	d.mu.Unlock()
+	notes, err := p.store.announce(rec, m.Version, m.SecurityCounter, payloads)
 	if err != nil {
 		return err
 	}
@@ -773,17 +784,14 @@ func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootf
 		return err
 	}
 	fault.Point("install.switched")
-	d.mu.Lock()
-	d.st.PendingSwitched = true
-	err = d.saveLocked()
-	d.mu.Unlock()
+	err = p.store.switched()
 	fault.Point("install.done")
 	return err
 }
 
 func (p *installPart) status(s *api.Status) {
-	rec := p.d.loadInstall()
-	cfg := p.d.config()
+	rec := p.store.load()
+	cfg := p.cfg()
 	// Merge the boot view (bootname, state, tries) with the slot config.
 	for _, sc := range cfg.Rootfs.Slots {
 		i := -1

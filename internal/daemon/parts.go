@@ -16,11 +16,11 @@ import (
 // owns its routes and its section of the status, and is started in order
 // before READY=1. The daemon builds each with what it needs (newParts) and
 // holds it by its type (Daemon.boot, .maintenance, .inst, .health, .mcu);
-// the state they report moves only through the flow (flow.go). The boot
-// selection, the windows and the MCU fleet are plain collaborators (their
-// dependencies are functions and small interfaces: bootSelection, windows,
-// fleetRecord); the install and the assessment still reach the release
-// record through the daemon.
+// the state they report moves only through the flow (flow.go). They are
+// plain collaborators (their
+// dependencies are functions and small interfaces declared here: bootSelection,
+// windows, installStore, releaseRecord, fleetRecord); none holds the daemon.
+// The release record's accessors live in record.go.
 type part interface {
 	// start runs after the state is loaded and before READY=1. A returned
 	// error stops the daemon: only for configuration that cannot work.
@@ -40,7 +40,8 @@ func (d *Daemon) newParts() {
 	d.boot = &bootPart{log: d.log, cfg: d.config}
 	d.maintenance = &maintenancePart{log: d.log, cfg: d.config, now: d.opts.Now,
 		reboot: rebooter{d}.Reboot, waiting: d.awaitingReboot}
-	d.inst = &installPart{d: d}
+	d.inst = &installPart{log: d.log, cfg: d.config, now: d.opts.Now, warn: d.warn, boot: d.boot.chooser,
+		windows: d.maintenance, flow: d.flow, bus: d.bus, store: recordInstallStore{d}}
 	d.health = &healthPart{log: d.log, cfg: d.config, notify: d.opts.Notify, warn: d.warn,
 		serving: d.serving.Load, setBeat: d.setBeat, boot: d.boot.chooser, release: releaseStore{d},
 		flow: d.flow, bus: d.bus, reboot: rebooter{d}.Reboot, released: func() { d.mcu.afterCommit() }}

@@ -238,3 +238,38 @@ func (r releaseStore) commit(ctx context.Context, slot string) error {
 	d.log.Info("release committed", zap.String("version", v), zap.String("slot", slot), zap.String("min_version", min))
 	return nil
 }
+
+// recordInstallStore is the install's part of the record (installStore).
+type recordInstallStore struct{ d *Daemon }
+
+func (r recordInstallStore) load() installRecord { return r.d.loadInstall() }
+
+func (r recordInstallStore) save(rec *installRecord) error { return r.d.saveInstall(rec) }
+
+func (r recordInstallStore) floor() (string, uint64) {
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	return r.d.st.MinVersion, r.d.st.SecurityCounter
+}
+
+func (r recordInstallStore) announce(rec *installRecord, version string, counter uint64, payloads []string) (map[string]string, error) {
+	d := r.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.st.Seq++
+	d.st.Pending, d.st.PendingSlot, d.st.PendingCounter = version, rec.Bootname, counter
+	d.st.PendingSeq, d.st.PendingSwitched = d.st.Seq, false
+	d.st.Install = rec.clone()
+	d.st.MCUPayloads = payloads
+	t := trial{Slot: rec.Bootname, Version: version, Counter: counter, Seq: d.st.Seq}
+	notes := d.anchorNotesLocked()
+	notes[noteTrial] = t.String()
+	return notes, d.saveLocked()
+}
+
+func (r recordInstallStore) switched() error {
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	r.d.st.PendingSwitched = true
+	return r.d.saveLocked()
+}
