@@ -88,3 +88,32 @@ func TestSubscribeSnapshot(t *testing.T) {
 		t.Fatalf("next event %+v after %+v", ev, first)
 	}
 }
+
+// FuzzTypeFilter: ?types= is outside input; any value gives a filter
+// that keeps lagged and only the types it names.
+func FuzzTypeFilter(f *testing.F) {
+	f.Add("state,progress")
+	f.Add(" , ,device,,")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, list string) {
+		keep, types := typeFilter(list)
+		if keep == nil {
+			if len(types) != 0 {
+				t.Fatalf("no filter but types %q", types)
+			}
+			return
+		}
+		if !keep(api.Event{Type: api.EventLagged}) {
+			t.Fatalf("%q drops lagged", list)
+		}
+		for _, typ := range []string{api.EventState, api.EventProgress, api.EventDevice, api.EventDone, api.EventError} {
+			named := false
+			for _, n := range types {
+				named = named || n == typ
+			}
+			if keep(api.Event{Type: typ}) != named {
+				t.Fatalf("%q: type %s kept=%v, named=%v", list, typ, !named, named)
+			}
+		}
+	})
+}

@@ -294,3 +294,21 @@ func TestArchitectureTable(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMigrate: an old record's parts, whatever they hold, migrate or
+// fail with an error naming the part; never a panic.
+func FuzzMigrate(f *testing.F) {
+	f.Add([]byte(`{"active":true,"source":"x","installed":{"A":"1"}}`), []byte(`{"d":{"device":"d"}}`))
+	f.Add([]byte(`[]`), []byte(`null`))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, install, mcu []byte) {
+		p := persisted{Parts: map[string]json.RawMessage{"install": install, "mcu": mcu}}
+		err := migrate(&p, dir)
+		if err != nil && !strings.Contains(err.Error(), "parts.") {
+			t.Fatalf("error %v names no part", err)
+		}
+		if p.Parts != nil {
+			t.Fatalf("parts left after migrate")
+		}
+	})
+}
