@@ -28,12 +28,18 @@ type eventStream struct {
 
 func followEvents(t *testing.T, sock string) *eventStream {
 	t.Helper()
+	return followEventsOf(t, sock, "/v1/events")
+}
+
+// followEventsOf reads path (GET /v1/events with a query) as NDJSON.
+func followEventsOf(t *testing.T, sock, path string) *eventStream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}}}
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://otagw/v1/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://otagw"+path, nil)
 	resp, err := hc.Do(req)
 	if err != nil {
 		cancel()
@@ -208,7 +214,9 @@ func (s slowWriter) Write(p []byte) (int, error) {
 // restartGateway is a flow gateway (file boot environment, `otagw sim
 // boot`, a marker-file reboot) that reboots in an always-open maintenance
 // window, with one simulated STM32 whose precondition takes two seconds
-// (so that a fan-out is long enough to be killed in).
+// (so that a fan-out is long enough to be killed in), and a health check
+// round of two seconds (so that the event stream, connected after READY=1,
+// sees the assessment end).
 func restartGateway(t *testing.T, assessment string) (*gateway, string) {
 	t.Helper()
 	dir := testDir(t)
@@ -218,7 +226,7 @@ func restartGateway(t *testing.T, assessment string) (*gateway, string) {
 	g := newGatewayIn(t, dir, 32<<20, fmt.Sprintf(`  resume_backoff: 100ms
 health:
   checks:
-    - {name: app-data, file: %s}
+    - {name: app-data, command: [/bin/sh, -c, "sleep 2; test -f %s"], timeout: 20s}
 assessment:
 %s  committed_unit: ""
 maintenance:

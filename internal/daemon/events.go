@@ -10,9 +10,15 @@ import (
 	"github.com/otagw/otagw/internal/api"
 )
 
-// SubscriberBuffer is how many events a subscriber may have unread before
-// it is dropped with a final lagged event.
+// SubscriberBuffer is how many events a GET /v1/events subscriber may
+// have unread before it is dropped with a final lagged event.
 const SubscriberBuffer = 256
+
+// RequestBuffer is the same for the answer of a request the client is
+// waiting on (POST /v1/install, POST /v1/mcu/flash): an install sends one
+// progress event per chunk, and a client briefly descheduled should not
+// lose its outcome. Bounded all the same (about 400 KiB).
+const RequestBuffer = 1024
 
 // bus fans the daemon's events out to subscribers (GET /v1/events, the
 // install and MCU flash streams). Publishing never blocks: each subscriber

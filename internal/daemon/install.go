@@ -363,7 +363,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		p.mu.Unlock()
 		if running != nil { // attach to the running one
 			closePassed()
-			sub, _ := p.bus.subscribe(SubscriberBuffer, installView)
+			sub, _ := p.bus.subscribe(RequestBuffer, installView)
 			defer p.bus.unsubscribe(sub)
 			follow(api.NewStreamWriter(w), r, sub)
 			return
@@ -402,7 +402,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	// The answer is the install's view of the bus, subscribed before the
 	// install starts so that no event of it is missed.
-	sub, _ := p.bus.subscribe(SubscriberBuffer, installView)
+	sub, _ := p.bus.subscribe(RequestBuffer, installView)
 	defer p.bus.unsubscribe(sub)
 	_, err := p.begin(passed, src, target, req.Resume, false)
 	if err != nil {

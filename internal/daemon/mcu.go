@@ -262,7 +262,7 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 	}
 	// The answer is the fan-out's view of the bus; the fan-out runs
 	// beside it (and stops if the client goes away).
-	sub, _ := m.bus.subscribe(SubscriberBuffer, mcuView)
+	sub, _ := m.bus.subscribe(RequestBuffer, mcuView)
 	defer m.bus.unsubscribe(sub)
 	done := make(chan struct{})
 	go func() {
