@@ -28,6 +28,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -53,10 +54,11 @@ type Options struct {
 	// Notify sends an sd_notify message; nil means go-systemd's SdNotify
 	// (a no-op when NOTIFY_SOCKET is unset).
 	Notify func(string) error
-	// Now is the clock of the daemon and of what it drives (state
-	// entries, events, maintenance windows, bundle expiry, install rates);
-	// nil means time.Now.
-	Now func() time.Time
+	// Clock is the one clock of the daemon and of what it drives: state
+	// entries, events, maintenance windows and their scheduler, bundle
+	// expiry, install rates, the boot assessment's rounds and deadline.
+	// nil means the real clock.
+	Clock clockwork.Clock
 }
 
 // Daemon is one running otagw service.
@@ -101,12 +103,12 @@ func New(o Options) (*Daemon, error) {
 	if o.Notify == nil {
 		o.Notify = func(s string) error { _, err := sddaemon.SdNotify(false, s); return err }
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
 	}
 	d := &Daemon{opts: o, log: o.Log, cfg: o.Config, gen: 1}
-	d.bus = newBus(o.Now)
-	d.flow = newFlow(o.Now, o.Log, d.notify, d.persistState, d.bus)
+	d.bus = newBus(o.Clock.Now)
+	d.flow = newFlow(o.Clock.Now, o.Log, d.notify, d.persistState, d.bus)
 	d.newParts()
 	return d, nil
 }
@@ -134,7 +136,7 @@ func (d *Daemon) access(c *config.Config) (api.Access, int) {
 
 // Run serves until ctx ends, then stops cleanly.
 func (d *Daemon) Run(ctx context.Context) error {
-	d.started = d.opts.Now()
+	d.started = d.opts.Clock.Now()
 	cfg := d.config()
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory %s: %w", cfg.Daemon.StateDir, err)
@@ -490,7 +492,7 @@ func (d *Daemon) baseStatus() api.Status {
 	state, msg, fail := d.flow.current()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	now := d.opts.Now()
+	now := d.opts.Clock.Now()
 	s := api.Status{
 		State:            state,
 		Message:          msg,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/zap"
 
 	"github.com/otagw/otagw/internal/api"
@@ -29,6 +30,7 @@ import (
 // release or marks the slot bad and reboots into the other one.
 type healthPart struct {
 	log      *zap.Logger
+	clock    clockwork.Clock
 	cfg      func() *config.Config
 	notify   func(string) error // sd_notify
 	warn     func(string)       // a warning in otagw status
@@ -223,7 +225,8 @@ func (h *healthPart) assessor() *assess.Assessor {
 			}
 			return health.ParseUptime(b)
 		},
-		Log: h.log.Named("assess"),
+		Log:   h.log.Named("assess"),
+		Clock: h.clock,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/zap"
 
 	"github.com/otagw/otagw/internal/api"
@@ -32,9 +33,9 @@ type windows interface {
 // installed release at the next window when maintenance.reboot is window.
 // The reboot is a gocron one-time job.
 type maintenancePart struct {
-	log *zap.Logger
-	cfg func() *config.Config
-	now func() time.Time
+	log   *zap.Logger
+	cfg   func() *config.Config
+	clock clockwork.Clock // the windows' time and the scheduler's
 	// reboot reboots (rebooter.Reboot: through the flow).
 	reboot func(ctx context.Context, reason string) error
 	// waiting names the release waiting for its reboot, if any.
@@ -49,7 +50,7 @@ type maintenancePart struct {
 }
 
 func (m *maintenancePart) start(ctx context.Context) error {
-	s, err := gocron.NewScheduler()
+	s, err := gocron.NewScheduler(gocron.WithClock(m.clock))
 	if err != nil {
 		return fmt.Errorf("maintenance scheduler: %w", err)
 	}
@@ -85,7 +86,7 @@ func (m *maintenancePart) allowed(kind string, force bool) error {
 	if force || p == nil {
 		return nil
 	}
-	return p.Allowed(kind, m.now())
+	return p.Allowed(kind, m.clock.Now())
 }
 
 // scheduleReboot arranges the reboot into version at the next window,
@@ -97,12 +98,12 @@ func (m *maintenancePart) scheduleReboot(version string) {
 		return
 	}
 	m.cancelRebootLocked()
-	at, w := m.plan.Next(m.now())
+	at, w := m.plan.Next(m.clock.Now())
 	if at.IsZero() {
 		return
 	}
 	start := gocron.OneTimeJobStartImmediately()
-	if at.After(m.now()) {
+	if at.After(m.clock.Now()) {
 		start = gocron.OneTimeJobStartDateTime(at)
 	}
 	job, err := m.sched.NewJob(gocron.OneTimeJob(start), gocron.NewTask(func() {
@@ -130,7 +131,7 @@ func (m *maintenancePart) whenAllowed(kind, what string, fn func()) {
 		return
 	}
 	m.mu.Lock()
-	at, w := m.plan.Next(m.now())
+	at, w := m.plan.Next(m.clock.Now())
 	m.mu.Unlock()
 	if _, err := m.sched.NewJob(gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at)), gocron.NewTask(fn)); err != nil {
 		m.log.Error("scheduling "+what, zap.Error(err))
@@ -160,7 +161,7 @@ func (m *maintenancePart) status(s *api.Status) {
 	if m.plan == nil || len(m.plan.Options().Windows) == 0 {
 		return
 	}
-	now := m.now()
+	now := m.clock.Now()
 	open, w := m.plan.Open(now)
 	next, nw := m.plan.Next(now)
 	mt := &api.Maintenance{Open: open, Install: m.plan.Options().Install, Flash: m.plan.Options().Flash, Reboot: m.plan.Options().Reboot}

@@ -38,11 +38,11 @@ type part interface {
 // newParts builds the parts with their dependencies.
 func (d *Daemon) newParts() {
 	d.boot = &bootPart{log: d.log, cfg: d.config}
-	d.maintenance = &maintenancePart{log: d.log, cfg: d.config, now: d.opts.Now,
+	d.maintenance = &maintenancePart{log: d.log, cfg: d.config, clock: d.opts.Clock,
 		reboot: rebooter{d}.Reboot, waiting: d.awaitingReboot}
-	d.inst = &installPart{log: d.log, cfg: d.config, now: d.opts.Now, warn: d.warn, boot: d.boot.chooser,
+	d.inst = &installPart{log: d.log, cfg: d.config, now: d.opts.Clock.Now, warn: d.warn, boot: d.boot.chooser,
 		windows: d.maintenance, flow: d.flow, bus: d.bus, store: recordInstallStore{d}}
-	d.health = &healthPart{log: d.log, cfg: d.config, notify: d.opts.Notify, warn: d.warn,
+	d.health = &healthPart{log: d.log, cfg: d.config, clock: d.opts.Clock, notify: d.opts.Notify, warn: d.warn,
 		serving: d.serving.Load, setBeat: d.setBeat, boot: d.boot.chooser, release: releaseStore{d},
 		flow: d.flow, bus: d.bus, reboot: rebooter{d}.Reboot, released: func() { d.mcu.afterCommit() }}
 	d.mcu = &mcuPart{log: d.log, cfg: d.config, flow: d.flow, bus: d.bus, windows: d.maintenance, rec: &mcuStore{d: d}}
