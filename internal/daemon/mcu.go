@@ -180,7 +180,9 @@ func (m *mcuPart) flashOnce(ctx context.Context, opens []pkgOpener, devices []st
 		return nil, err
 	}
 	prev := m.flow.State()
-	if prev == api.StateStarting {
+	if prev == api.StateStarting || prev == api.StateFailed {
+		// Back to idle, not failed: re-entering failed would count one
+		// more failure of a step that did not run again.
 		prev = api.StateIdle
 	}
 	if prev != api.StateFlashing { // flashing: a fan-out resumed at start
