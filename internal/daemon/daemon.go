@@ -309,6 +309,9 @@ func (d *Daemon) restore() {
 		why = "booted the new release " + pending + " in slot " + pslot + ": checking it before committing it"
 	case api.StateRolledBack:
 		why = "release " + pending + " in slot " + pslot + " did not boot; the boot loader fell back"
+		if pending == "" {
+			why = "the last release was rolled back"
+		}
 	case api.StateInstalling:
 		why, e = "an install of "+src+" was interrupted", entry{Source: "resume"}
 	case api.StateFlashing:
@@ -321,7 +324,8 @@ func (d *Daemon) restore() {
 		}
 		d.mu.Unlock()
 	case api.StateCommitted:
-		why = "release " + d.committed() + " committed"
+		e.Release = d.committed()
+		why = "release " + e.Release + " committed"
 	}
 	if last != to && last != api.StateIdle {
 		why += " (the daemon stopped in state " + last + ")"
