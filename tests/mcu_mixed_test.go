@@ -118,23 +118,19 @@ downstream:
 	var trace []string
 	started, finished, finishedBeforeAllStarted := map[string]bool{}, 0, false
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		var ev struct {
-			Type  string `json:"type"`
-			Event struct {
-				Device, Kind string
-			} `json:"event"`
-		}
+		var ev api.Event
 		json.Unmarshal([]byte(line), &ev)
-		switch ev.Event.Kind {
-		case "start":
-			started[ev.Event.Device] = true
-			trace = append(trace, ev.Event.Device+":start")
-		case "done":
+		switch {
+		case ev.Type != api.EventDevice:
+		case ev.Message == "started":
+			started[ev.Device] = true
+			trace = append(trace, ev.Device+":start")
+		case ev.Result != "":
 			// the second CAN device starts after the first is done (one
 			// device at a time per bus): every other bus has started by then
 			finishedBeforeAllStarted = finishedBeforeAllStarted || (finished == 0 && len(started) < fleet-1)
 			finished++
-			trace = append(trace, ev.Event.Device+":done")
+			trace = append(trace, ev.Device+":done")
 		}
 	}
 	t.Logf("trace: %s", strings.Join(trace, " "))

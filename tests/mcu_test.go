@@ -105,7 +105,7 @@ downstream:
 		t.Errorf("door (precondition fails): %+v", got["door"])
 	}
 	out, e, code = otagw(t, nil, "mcu", "flash", "--all", pkg, "--socket", sock, "--json")
-	if code != 0 || strings.Count(out, `"state":"not-needed"`) < 2 {
+	if code != 0 || strings.Count(out, `"result":"not-needed"`) < 2 {
 		t.Errorf("second run: exit %d, want pump and valve not-needed:\n%s\n%s", code, out, e)
 	}
 	if st := statusOf(t, sock); len(st.MCUs) != 3 {
@@ -172,7 +172,8 @@ downstream:
 	}
 	d = g.start(t)
 	st := g.waitState(t, "MCU fan-out after commit", func(s api.Status) bool {
-		return len(s.MCUs) == 1 && s.MCUs[0].Result != "" && s.State == "idle"
+		// The fan-out returns the flow to the state it left: committed.
+		return len(s.MCUs) == 1 && s.MCUs[0].Result != "" && s.State == api.StateCommitted
 	})
 	if m := st.MCUs[0]; m.Result != "success" || m.Version != "3.0.0" {
 		t.Errorf("sensor-hub after commit: %+v", m)

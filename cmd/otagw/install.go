@@ -43,7 +43,7 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			fs.Usage()
 			return 2
 		}
-		var ev api.InstallEvent
+		var ev api.Event
 		if err := api.NewClient(*sock).Post(ctx, "/v1/install/cancel", struct{}{}, &ev); err != nil {
 			return clientError(stderr, "install --cancel", err)
 		}
@@ -80,9 +80,9 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		tty = true
 	}
 	lastLine := time.Time{}
-	var outcome *api.InstallEvent
+	var outcome *api.Event
 	err = client.Stream(ctx, "POST", "/v1/install", api.InstallRequest{Source: src, Resume: *resume, Now: *now}, func(raw json.RawMessage) error {
-		var ev api.InstallEvent
+		var ev api.Event
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			return err
 		}
@@ -90,7 +90,7 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			fmt.Fprintln(stdout, string(raw))
 		}
 		switch ev.Type {
-		case "progress":
+		case api.EventProgress:
 			if *asJSON {
 				return nil
 			}
@@ -110,8 +110,12 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 				fmt.Fprintf(stderr, "%s: chunk %d/%d, %d/%d MiB, %.1f MiB/s, ETA %s\n", ev.Slot, ev.Chunk+1, ev.Chunks,
 					ev.Done>>20, ev.Total>>20, ev.Rate/(1<<20), eta)
 			}
-		case "done", "error":
+		case api.EventDone, api.EventError:
 			e := ev
+			outcome = &e
+		case api.EventLagged:
+			e := ev
+			e.Kind, e.Error = api.EventLagged, "this client fell behind the install's events; the install goes on: follow it with otagw status"
 			outcome = &e
 		}
 		return nil
@@ -131,14 +135,14 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case outcome == nil:
 		fmt.Fprintln(stderr, "otagw install: the daemon stopped before the install ended; it resumes from its last verified chunk at the next start (see otagw status)")
 		return 1
-	case outcome.Type == "error":
+	case outcome.Type != api.EventDone:
 		if !*asJSON {
 			fmt.Fprintf(stderr, "otagw install: %s: %s\n", outcome.Kind, outcome.Error)
 		}
 		return 1
 	}
 	if !*asJSON {
-		fmt.Fprintf(stdout, "installed release %s into slot %s; it boots next (reboot to activate)\n", outcome.Version, outcome.Slot)
+		fmt.Fprintf(stdout, "installed release %s into slot %s; it boots next (reboot to activate)\n", outcome.Release, outcome.Slot)
 	}
 	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/otagw/otagw/downstream/fanout"
@@ -53,43 +54,41 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 		files, srcs = append(files, f), append(srcs, api.FDSource(pkg))
 	}
 	req := api.MCUFlashRequest{Package: srcs[0], More: srcs[1:], All: *all, Devices: devices, Now: *now}
-	var results []fanout.Result
+	var results []api.DeviceResult
 	failed := false
 	err = api.NewClient(*sock).WithFiles(files...).Stream(ctx, "POST", "/v1/mcu/flash", req, func(raw json.RawMessage) error {
 		if *asJSON {
 			fmt.Fprintln(stdout, string(raw))
 		}
-		var ev struct {
-			Type    string          `json:"type"`
-			Event   fanout.Event    `json:"event"`
-			Results []fanout.Result `json:"results"`
-			Error   string          `json:"error"`
-		}
-		if err := json.Unmarshal(raw, &ev); err != nil {
+		var e api.Event
+		if err := json.Unmarshal(raw, &e); err != nil {
 			return err
 		}
-		switch ev.Type {
-		case "event":
+		switch e.Type {
+		case api.EventDevice:
 			if *asJSON {
 				return nil
 			}
-			e := ev.Event
-			switch e.Kind {
-			case "phase":
+			switch {
+			case strings.HasPrefix(e.Message, "retry "):
+				fmt.Fprintf(stderr, "%-12s %s\n", e.Device, e.Message)
+			case e.Phase != "" && e.Result == "" && e.Message != "started":
 				fmt.Fprintf(stderr, "%-12s %s\n", e.Device, e.Phase)
-			case "retry":
-				fmt.Fprintf(stderr, "%-12s retry %d: %s\n", e.Device, e.Retries, e.Reason)
-			case "progress":
-				if e.Total > 0 && (e.Done == e.Total || e.Done%(16<<10) == 0) {
-					fmt.Fprintf(stderr, "%-12s %s %d/%d bytes\n", e.Device, e.Phase, e.Done, e.Total)
-				}
 			}
-		case "done":
-			results = ev.Results
-		case "error":
+		case api.EventProgress:
+			if !*asJSON && e.Total > 0 && (e.Done == e.Total || e.Done%(16<<10) == 0) {
+				fmt.Fprintf(stderr, "%-12s %s %d/%d bytes\n", e.Device, e.Phase, e.Done, e.Total)
+			}
+		case api.EventDone:
+			results = e.Devices
+		case api.EventError, api.EventLagged:
 			failed = true
 			if !*asJSON {
-				fmt.Fprintf(stderr, "otagw mcu flash: %s\n", ev.Error)
+				msg := e.Error
+				if e.Type == api.EventLagged {
+					msg = "this client fell behind the fan-out's events; see otagw mcu list"
+				}
+				fmt.Fprintf(stderr, "otagw mcu flash: %s\n", msg)
 			}
 		}
 		return nil
@@ -101,12 +100,12 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "DEVICE\tBUS\tRESULT\tFROM\tTO\tRETRIES\tREASON")
 		for _, r := range results {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Device, r.Bus, r.State, orDash(r.FromVersion), r.ToVersion, r.Retries, r.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Device, r.Bus, r.Result, orDash(r.From), r.Version, r.Retries, r.Reason)
 		}
 		tw.Flush()
 	}
 	for _, r := range results {
-		if r.State == fanout.Failed {
+		if r.Result == string(fanout.Failed) {
 			failed = true
 		}
 	}

@@ -70,14 +70,6 @@ type MCUFlashRequest struct {
 	Now     bool     `json:"now,omitempty"` // ignore the maintenance windows
 }
 
-// MCUEvent is one line of POST /v1/mcu/flash's answer.
-type MCUEvent struct {
-	Type    string `json:"type"`            // event, done, error
-	Event   any    `json:"event,omitempty"` // a downstream/fanout.Event
-	Results any    `json:"results,omitempty"`
-	Error   string `json:"error,omitempty"`
-}
-
 // LastError is the last failed operation, named by kind.
 type LastError struct {
 	Kind  string `json:"kind"`
@@ -89,22 +81,6 @@ type InstallRequest struct {
 	Source string `json:"source,omitempty"` // absolute file path or http(s):// URL
 	Resume bool   `json:"resume,omitempty"` // continue the interrupted install (or follow the running one)
 	Now    bool   `json:"now,omitempty"`    // ignore the maintenance windows
-}
-
-// InstallEvent is one line of POST /v1/install's answer.
-type InstallEvent struct {
-	Type    string  `json:"type"` // progress, done, error
-	Payload string  `json:"payload,omitempty"`
-	Slot    string  `json:"slot,omitempty"`
-	Chunk   int     `json:"chunk,omitempty"`
-	Chunks  int     `json:"chunks,omitempty"`
-	Done    int64   `json:"done,omitempty"`
-	Total   int64   `json:"total,omitempty"`
-	Rate    float64 `json:"rate,omitempty"` // bytes per second
-	Version string  `json:"version,omitempty"`
-	Bundle  string  `json:"bundle,omitempty"`
-	Kind    string  `json:"kind,omitempty"` // error kind, e.g. downgrade-refused
-	Error   string  `json:"error,omitempty"`
 }
 
 // Liveness is the health loop that feeds the watchdogs.
@@ -211,7 +187,8 @@ type DeviceResult struct {
 	Device  string `json:"device"`
 	Bus     string `json:"bus,omitempty"`
 	Result  string `json:"result"`
-	Version string `json:"version,omitempty"`
+	From    string `json:"from,omitempty"`    // the version before the fan-out
+	Version string `json:"version,omitempty"` // the version after it
 	Reason  string `json:"reason,omitempty"`
 	Retries int    `json:"retries,omitempty"`
 }

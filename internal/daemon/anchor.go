@@ -138,7 +138,7 @@ func higher(a, b string) bool {
 // brings the state, the boot environment's notes and the signed proofs to
 // one story. It is where every crash point of an install and a commit is
 // recovered (see the steps in finish and commit).
-func (d *Daemon) reconcile(c *abboot.Chooser) {
+func (d *Daemon) reconcile(c bootSelection) {
 	cfg := d.config()
 	notes, err := c.Notes()
 	if err != nil {
@@ -193,7 +193,7 @@ func (d *Daemon) reconcile(c *abboot.Chooser) {
 		!(st.Committed == tr.Version && st.Seq > tr.Seq) {
 		loud = append(loud, fmt.Sprintf("release %s on trial in the booted slot %s was missing from the state: it is assessed again", tr.Version, booted))
 		st.Pending, st.PendingSlot, st.PendingCounter, st.PendingSeq, st.PendingSwitched = tr.Version, tr.Slot, tr.Counter, tr.Seq, true
-		st.State, changed = "installed", true
+		changed = true // restore() says installed, or assessing
 	}
 
 	// The floor: the highest that any store proves.

@@ -11,40 +11,60 @@ import (
 	"github.com/otagw/otagw/internal/config"
 )
 
-// bootPart owns the boot selection (abboot): which slot boots next, tries,
-// good and bad. Other parts reach it through d.boot().
+// bootSelection is what the daemon asks of the boot loader's environment
+// (abboot.Chooser): which slot runs and boots next, tries, good and bad,
+// and the notes that keep the anti-downgrade floor (anchor.go).
+type bootSelection interface {
+	Booted() (string, error)
+	Primary() (string, error)
+	Status() ([]abboot.SlotStatus, error)
+	SetPrimary(slot string, tries int) error
+	MarkGood(slot string) error
+	MarkBad(slot string) error
+	Notes() (map[string]string, error)
+	SetNotes(notes map[string]string) error
+	SetPrimaryNoting(slot string, tries int, notes map[string]string) error
+}
+
+// bootPart owns the boot selection (abboot) and reopens it on reload.
+// The other parts ask it through chooser().
 type bootPart struct {
-	d   *Daemon
+	log *zap.Logger
+	cfg func() *config.Config
+
 	mu  sync.Mutex
-	c   *abboot.Chooser
+	c   bootSelection
 	err error // why there is no chooser
 }
 
-func (b *bootPart) start(ctx context.Context, d *Daemon) error {
-	b.d = d
-	b.open(d.config().Boot)
+func (b *bootPart) start(ctx context.Context) error {
+	b.open(b.cfg().Boot)
 	return nil
 }
 
 // open builds the chooser. A boot environment that cannot be opened is not
 // fatal: the daemon still runs, reports why, and refuses what needs it.
 func (b *bootPart) open(o abboot.Options) {
-	c, err := abboot.New(o, b.d.log.Named("abboot"))
+	c, err := abboot.New(o, b.log.Named("abboot"))
 	b.mu.Lock()
-	b.c, b.err = c, err
+	if err != nil {
+		b.c, b.err = nil, err
+	} else {
+		b.c, b.err = c, nil
+	}
 	b.mu.Unlock()
 	if err != nil {
-		b.d.log.Error("boot selection unavailable", zap.String("backend", o.Backend), zap.Error(err))
+		b.log.Error("boot selection unavailable", zap.String("backend", o.Backend), zap.Error(err))
 		return
 	}
 	if booted, err := c.Booted(); err != nil {
-		b.d.log.Warn("booted slot unknown", zap.Error(err))
+		b.log.Warn("booted slot unknown", zap.Error(err))
 	} else {
-		b.d.log.Info("booted slot", zap.String("slot", booted))
+		b.log.Info("booted slot", zap.String("slot", booted))
 	}
 }
 
-func (b *bootPart) chooser() (*abboot.Chooser, error) {
+func (b *bootPart) chooser() (bootSelection, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.c, b.err

@@ -13,7 +13,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -54,30 +54,11 @@ type Options struct {
 	// Notify sends an sd_notify message; nil means go-systemd's SdNotify
 	// (a no-op when NOTIFY_SOCKET is unset).
 	Notify func(string) error
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-}
-
-// persisted is what survives restarts and reboots.
-type persisted struct {
-	State          string `json:"state"`
-	Starts         int    `json:"starts"` // daemon starts, for crash-loop evidence
-	Committed      string `json:"committed,omitempty"`
-	Pending        string `json:"pending,omitempty"`      // installed, not yet committed
-	PendingSlot    string `json:"pending_slot,omitempty"` // where Pending was installed
-	PendingCounter uint64 `json:"pending_counter,omitempty"`
-	// PendingSeq is the sequence number of the switch to Pending;
-	// PendingSwitched says the boot environment is known to name it (the
-	// state is written before the environment: see anchor.go).
-	PendingSeq      uint64 `json:"pending_seq,omitempty"`
-	PendingSwitched bool   `json:"pending_switched,omitempty"`
-	// Seq rises at every switch and commit; the boot environment keeps a
-	// copy, so a replayed state file shows as a lower number.
-	Seq             uint64 `json:"seq,omitempty"`
-	MinVersion      string `json:"min_version,omitempty"`
-	SecurityCounter uint64 `json:"security_counter,omitempty"`
-	// Parts holds each part's own persisted piece, by part name.
-	Parts map[string]json.RawMessage `json:"parts,omitempty"`
+	// Clock is the one clock of the daemon and of what it drives: state
+	// entries, events, maintenance windows and their scheduler, bundle
+	// expiry, install rates, the boot assessment's rounds and deadline.
+	// nil means the real clock.
+	Clock clockwork.Clock
 }
 
 // Daemon is one running otagw service.
@@ -90,12 +71,19 @@ type Daemon struct {
 	cfg      *config.Config
 	gen      int
 	st       persisted
-	message  string
 	warnings []string
 	started  time.Time
 
-	srv   *api.Server
-	parts []part
+	flow *flow // the update flow's state machine (flow.go)
+	bus  *bus  // its events, and the install and MCU progress (events.go)
+
+	srv *api.Server
+	// The parts, in start order (parts.go).
+	boot        *bootPart
+	maintenance *maintenancePart
+	inst        *installPart
+	health      *healthPart
+	mcu         *mcuPart
 	// beat proves the main loop alive to the health loop (nil: no loop).
 	beat func()
 	// serving is set once the API socket listens.
@@ -115,10 +103,13 @@ func New(o Options) (*Daemon, error) {
 	if o.Notify == nil {
 		o.Notify = func(s string) error { _, err := sddaemon.SdNotify(false, s); return err }
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
 	}
-	d := &Daemon{opts: o, log: o.Log, cfg: o.Config, gen: 1, parts: newParts()}
+	d := &Daemon{opts: o, log: o.Log, cfg: o.Config, gen: 1}
+	d.bus = newBus(o.Clock.Now)
+	d.flow = newFlow(o.Clock.Now, o.Log, d.notify, d.persistState, d.bus)
+	d.newParts()
 	return d, nil
 }
 
@@ -145,7 +136,7 @@ func (d *Daemon) access(c *config.Config) (api.Access, int) {
 
 // Run serves until ctx ends, then stops cleanly.
 func (d *Daemon) Run(ctx context.Context) error {
-	d.started = d.opts.Now()
+	d.started = d.opts.Clock.Now()
 	cfg := d.config()
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory %s: %w", cfg.Daemon.StateDir, err)
@@ -154,32 +145,29 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 
-	// Durable states survive a restart; the parts may move on from them
-	// (an interrupted install resumes, a pending release is assessed).
-	switch d.st.State {
-	case "installed":
-		d.setState("installed", "release "+d.st.Pending+" installed; it boots next")
-	case "failed":
-		d.setState("failed", "the last install failed; see last_error, or start a new one")
-	default:
-		d.setState("idle", "ready")
-	}
-
 	access, sockGID := d.access(cfg)
 	d.srv = api.NewServer(access, d.log)
 	d.routes()
-	for i, p := range d.parts {
-		if err := p.start(ctx, d); err != nil {
-			for _, q := range d.parts[:i] {
+	parts := d.parts()
+	for i, p := range parts {
+		if err := p.start(ctx); err != nil {
+			for _, q := range parts[:i] {
 				q.stop()
 			}
 			return err
 		}
 		p.routes(d.srv)
+		if p == part(d.boot) {
+			// The boot selection is open: the stores agree (reconcile)
+			// and the flow leaves starting for the state the record and
+			// the boot environment say; the parts move on from there (an
+			// interrupted install resumes, a pending release is assessed).
+			d.restore()
+		}
 	}
 	defer func() {
-		for i := len(d.parts) - 1; i >= 0; i-- {
-			d.parts[i].stop()
+		for i := len(parts) - 1; i >= 0; i-- {
+			parts[i].stop()
 		}
 	}()
 
@@ -216,8 +204,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-hup:
 			d.reload()
 		case <-beat.C:
-			if d.beat != nil {
-				d.beat()
+			d.mu.Lock()
+			f := d.beat
+			d.mu.Unlock()
+			if f != nil {
+				f()
 			}
 		}
 	}
@@ -249,6 +240,7 @@ func (d *Daemon) listen(cfg *config.Config, gid int) (net.Listener, bool, error)
 func (d *Daemon) stop(activated bool) error {
 	d.notify("STOPPING=1\nSTATUS=stopping")
 	d.log.Info("stopping", zap.String("state", d.status().State))
+	d.bus.close() // the event streams end now, not at the grace period
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 	defer cancel()
 	d.srv.Shutdown(ctx)
@@ -269,7 +261,7 @@ func (d *Daemon) openState(cfg *config.Config) error {
 		return err
 	}
 	d.store = st
-	p := persisted{State: "idle"}
+	p := persisted{State: api.StateIdle}
 	res, err := st.Load(&p)
 	if err != nil {
 		return err
@@ -282,11 +274,71 @@ func (d *Daemon) openState(cfg *config.Config) error {
 			st.Path(), res.Reason, res.MovedTo)
 		d.log.Error("state tampering detected", zap.String("file", st.Path()), zap.String("moved_to", res.MovedTo), zap.Error(res.Reason))
 		d.warnings = append(d.warnings, msg)
-		p = persisted{State: "idle"}
+		p = persisted{State: api.StateIdle}
+	}
+	if err := migrate(&p, cfg.Daemon.StateDir); err != nil {
+		d.log.Error("state file: migrating the old layout", zap.String("file", st.Path()), zap.Error(err))
+		d.warnings = append(d.warnings, fmt.Sprintf("state file %s: migrating the old layout: %v", st.Path(), err))
 	}
 	p.Starts++
 	d.st = p
+	d.flow.restoreFailure(p.Failure)
 	return d.saveLocked()
+}
+
+// restore leaves starting: reconcile, then the state restore() decides.
+func (d *Daemon) restore() {
+	var facts bootFacts
+	if c, err := d.boot.chooser(); err == nil {
+		d.reconcile(c)
+		b, err1 := c.Booted()
+		p, err2 := c.Primary()
+		facts = bootFacts{Known: err1 == nil && err2 == nil, Booted: b, Primary: p}
+	}
+	d.mu.Lock()
+	last := d.st.State
+	to := restore(last, &d.st, facts)
+	pending, pslot, src := d.st.Pending, d.st.PendingSlot, d.st.Install.Source
+	d.mu.Unlock()
+	why := "ready"
+	e := entry{Release: pending, Slot: pslot}
+	switch to {
+	case api.StateInstalled:
+		why = "release " + pending + " installed in slot " + pslot + "; it boots next"
+	case api.StateAssessing:
+		why = "booted the new release " + pending + " in slot " + pslot + ": checking it before committing it"
+	case api.StateRolledBack:
+		why = "release " + pending + " in slot " + pslot + " did not boot; the boot loader fell back"
+		if pending == "" {
+			why = "the last release was rolled back"
+		}
+	case api.StateInstalling:
+		why, e = "an install of "+src+" was interrupted", entry{Source: "resume"}
+	case api.StateFlashing:
+		why = "resuming the fan-out of the release's MCU firmware"
+	case api.StateFailed:
+		why = "the last step failed; see last_error, or start a new one"
+		d.mu.Lock()
+		if f := d.st.Failure; f != nil {
+			e.Kind, e.Error = f.Kind, f.Reason
+		}
+		d.mu.Unlock()
+	case api.StateCommitted:
+		e.Release = d.committed()
+		why = "release " + e.Release + " committed"
+	}
+	if last != to && last != api.StateIdle {
+		why += " (the daemon stopped in state " + last + ")"
+	}
+	if err := d.flow.enter(to, why, e); err != nil {
+		d.log.Error("restoring the state", zap.Error(err))
+	}
+}
+
+func (d *Daemon) committed() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.st.Committed
 }
 
 func (d *Daemon) saveLocked() error {
@@ -317,7 +369,7 @@ func (d *Daemon) reloadLocked() error {
 	nc, err := config.Load(d.opts.ConfigPath)
 	if err != nil {
 		d.log.Error("new configuration rejected; the old one stays in force", zap.String("config", d.opts.ConfigPath), zap.Error(err))
-		d.setMessage("config reload rejected: " + firstLine(err.Error()))
+		d.flow.note("config reload rejected: " + firstLine(err.Error()))
 		return err
 	}
 	old := d.config()
@@ -337,11 +389,11 @@ func (d *Daemon) reloadLocked() error {
 	d.gen++
 	gen := d.gen
 	d.mu.Unlock()
-	for _, p := range d.parts {
+	for _, p := range d.parts() {
 		p.reload(nc)
 	}
 	d.log.Info("configuration reloaded", zap.Int("generation", gen))
-	d.setMessage("config reloaded")
+	d.flow.note("config reloaded")
 	return nil
 }
 
@@ -360,36 +412,11 @@ func monotonicUsec() string {
 	return strconv.FormatInt(int64(ts.Sec)*1e6+int64(ts.Nsec)/1e3, 10)
 }
 
-// setState records a state machine transition: persisted, logged, and sent
-// to systemd as STATUS=.
-func (d *Daemon) setState(s, msg string) {
-	d.mu.Lock()
-	changed := d.st.State != s
-	d.st.State = s
-	d.message = msg
-	if changed {
-		d.saveLocked()
-	}
-	d.mu.Unlock()
-	if changed {
-		d.log.Info("state", zap.String("state", s), zap.String("why", msg))
-	}
-	d.notify("STATUS=" + s + ": " + msg)
-}
-
 // warn adds a warning shown by `otagw status` until the next start.
 func (d *Daemon) warn(msg string) {
 	d.mu.Lock()
 	d.warnings = append(d.warnings, msg)
 	d.mu.Unlock()
-}
-
-func (d *Daemon) setMessage(msg string) {
-	d.mu.Lock()
-	s := d.st.State
-	d.message = msg
-	d.mu.Unlock()
-	d.notify("STATUS=" + s + ": " + msg)
 }
 
 func (d *Daemon) notify(s string) {
@@ -400,6 +427,7 @@ func (d *Daemon) notify(s string) {
 
 func (d *Daemon) routes() {
 	d.srv.Read("GET /v1/status", d.handleStatus)
+	d.srv.Read("GET /v1/events", d.handleEvents)
 	d.srv.Write("POST /v1/reload", d.handleReload)
 	d.srv.Write("POST /v1/config", d.handleApply)
 }
@@ -458,19 +486,20 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) status() api.Status {
 	s := d.baseStatus()
-	for _, p := range d.parts {
+	for _, p := range d.parts() {
 		p.status(&s)
 	}
 	return s
 }
 
 func (d *Daemon) baseStatus() api.Status {
+	state, msg, fail := d.flow.current()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	now := d.opts.Now()
+	now := d.opts.Clock.Now()
 	s := api.Status{
-		State:            d.st.State,
-		Message:          d.message,
+		State:            state,
+		Message:          msg,
 		Version:          buildinfo.Version,
 		PID:              os.Getpid(),
 		ConfigPath:       d.opts.ConfigPath,
@@ -480,11 +509,8 @@ func (d *Daemon) baseStatus() api.Status {
 		UptimeSeconds:    now.Sub(d.started).Seconds(),
 		Warnings:         append([]string(nil), d.warnings...),
 	}
-	if d.st.Pending != "" && d.st.PendingSwitched && (s.State == "idle" || s.State == "failed") {
-		// State and message agree with the release record: a release
-		// waiting for its reboot is what status leads with.
-		s.State = "installed"
-		s.Message = fmt.Sprintf("release %s installed in slot %s; it boots next", d.st.Pending, d.st.PendingSlot)
+	if fail != nil {
+		s.LastError = &api.LastError{Kind: fail.Kind, Error: fail.Reason}
 	}
 	if d.st.Committed != "" || d.st.MinVersion != "" || d.st.Pending != "" {
 		s.Release = &api.Release{Committed: d.st.Committed, Pending: d.st.Pending,

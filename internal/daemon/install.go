@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/otagw/otagw/abboot"
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
 	"github.com/otagw/otagw/internal/fault"
@@ -33,7 +31,16 @@ import (
 // a checkpoint so that after kill -9 or a power cut the daemon resumes
 // from the last verified chunk, or reports the slot as not bootable.
 type installPart struct {
-	d      *Daemon
+	log     *zap.Logger
+	cfg     func() *config.Config
+	now     func() time.Time
+	warn    func(string)
+	boot    func() (bootSelection, error)
+	windows windows
+	flow    *flow
+	bus     *bus
+	store   installStore
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -43,7 +50,23 @@ type installPart struct {
 	retry context.CancelFunc // stops the automatic-resume loop, nil when none
 }
 
-// installRecord is the install part's persisted piece.
+// installStore is the install's part of the release record.
+type installStore interface {
+	// load returns a copy of the install record; save writes it.
+	load() installRecord
+	save(rec *installRecord) error
+	// floor is the anti-downgrade floor: minimum version and security counter.
+	floor() (string, uint64)
+	// announce is step 2 of switchTo: in one write, the install is over
+	// and version (counter) in rec.Bootname is pending, with the MCU
+	// payloads it carries; it returns the boot environment notes to
+	// write with the switch.
+	announce(rec *installRecord, version string, counter uint64, payloads []string) (map[string]string, error)
+	// switched is step 4: the switch landed in the boot environment.
+	switched() error
+}
+
+// installRecord is the install's part of the release record (persisted.Install).
 type installRecord struct {
 	// Active: an install was started and has not ended; at start this
 	// means it was interrupted.
@@ -74,35 +97,28 @@ type installJob struct {
 	resumed bool // continues from a checkpoint
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
-	mu      sync.Mutex
-	subs    []chan api.InstallEvent
 	done    chan struct{}
 	err     error // the outcome, set before done is closed
 }
 
-func (j *installJob) subscribe() chan api.InstallEvent {
-	ch := make(chan api.InstallEvent, 256)
-	j.mu.Lock()
-	j.subs = append(j.subs, ch)
-	j.mu.Unlock()
-	return ch
-}
-
-func (j *installJob) publish(ev api.InstallEvent) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for _, ch := range j.subs {
-		select {
-		case ch <- ev:
-		default:
-			if ev.Type != "progress" { // never drop the outcome
-				go func(ch chan api.InstallEvent) { ch <- ev }(ch)
-			}
-		}
+// installView is the install stream's view of the bus: the progress and
+// the outcome of the install (events whose state is downloading or
+// installing).
+func installView(ev api.Event) bool {
+	switch ev.Type {
+	case api.EventProgress, api.EventDone, api.EventError:
+		return ev.State == api.StateDownloading || ev.State == api.StateInstalling
 	}
+	return ev.Type == api.EventLagged
 }
 
-const installPartName = "install"
+// publish sends one event of the install on the bus.
+func (p *installPart) publish(ev api.Event) {
+	if ev.State == "" {
+		ev.State = api.StateInstalling
+	}
+	p.bus.publish(ev)
+}
 
 // maxRestarts bounds the daemon starts that find the same install
 // interrupted with no new checkpoint in between (kill -9, power cuts, a
@@ -129,35 +145,29 @@ func transient(err error) bool {
 	return errors.Is(err, source.ErrStalled) || errors.Is(err, source.ErrRetries) || errors.As(err, &ne)
 }
 
-func (p *installPart) start(ctx context.Context, d *Daemon) error {
-	p.d = d
+func (p *installPart) start(ctx context.Context) error {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	c, cerr := d.bootPart().chooser()
-	if cerr == nil {
-		d.reconcile(c)
-	}
-	var rec installRecord
-	if err := d.loadPart(installPartName, &rec); err != nil {
-		d.log.Error("install record unreadable; starting clean", zap.Error(err))
-	}
+	c, cerr := p.boot()
+	rec := p.store.load()
 	if !rec.Active {
 		return nil
 	}
-	cfg := d.config()
+	cfg := p.cfg()
 	if cerr == nil {
 		if booted, err := c.Booted(); err == nil && booted == rec.Bootname {
 			// Only a record older than the boot environment can name the
 			// booted slot; writing it again would take the running
 			// system's only fallback. Never without a fresh request.
-			d.log.Error("interrupted install record names the booted slot; not resumed", zap.String("slot", booted))
-			d.warn("an interrupted install record named the booted slot " + booted + "; it was dropped, not resumed")
+			p.log.Error("interrupted install record names the booted slot; not resumed", zap.String("slot", booted))
+			p.warn("an interrupted install record named the booted slot " + booted + "; it was dropped, not resumed")
 			rec.Active, rec.Checkpoint = false, nil
-			d.savePart(installPartName, &rec)
+			p.store.save(&rec)
+			p.flow.enter(api.StateIdle, "an interrupted install record named the booted slot "+booted+"; dropped", entry{Slot: booted})
 			return nil
 		}
 	}
 	rec.Restarts++
-	d.savePart(installPartName, &rec)
+	p.store.save(&rec)
 	switch {
 	case isFD(rec.Source):
 		name, _ := api.IsFDSource(rec.Source)
@@ -172,11 +182,12 @@ func (p *installPart) start(ctx context.Context, d *Daemon) error {
 		// A bundle that brings the daemon down every time must not loop.
 		p.fail(&rec, fmt.Sprintf("install of %s was interrupted %d times in a row without progress", rec.Source, rec.Restarts), "")
 	default:
-		d.log.Warn("interrupted install found: resuming", zap.String("source", rec.Source),
+		p.log.Warn("interrupted install found: resuming", zap.String("source", rec.Source),
 			zap.String("slot", rec.Bootname), zap.Int("from_chunk", nextChunk(rec.Checkpoint)))
 		// In the background: re-reading a remote bundle's head may take
-		// its retries, and READY=1 must not wait for that.
-		d.setState("installing", "resuming the interrupted install of "+rec.Source)
+		// its retries, and READY=1 must not wait for that. The flow is in
+		// installing already (restore).
+		p.flow.note("resuming the interrupted install of " + rec.Source)
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -200,11 +211,10 @@ func (p *installPart) autoResume(src, target string) {
 		p.mu.Unlock()
 		cancel()
 	}()
-	cfg := p.d.config()
+	cfg := p.cfg()
 	delay := cfg.Update.ResumeBackoff
 	for {
-		var rec installRecord
-		p.d.loadPart(installPartName, &rec)
+		rec := p.store.load()
 		if !rec.Active || rec.Source != src {
 			return // cancelled, or replaced by a new request
 		}
@@ -218,7 +228,7 @@ func (p *installPart) autoResume(src, target string) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		p.d.loadPart(installPartName, &rec)
+		rec = p.store.load()
 		if !rec.Active {
 			return // the failure was final and is recorded
 		}
@@ -227,13 +237,13 @@ func (p *installPart) autoResume(src, target string) {
 			return
 		}
 		rec.Failures++
-		p.d.savePart(installPartName, &rec)
+		p.store.save(&rec)
 		if rec.Failures > cfg.Update.ResumeRetries {
 			p.fail(&rec, fmt.Sprintf("install of %s failed after %d automatic attempts: %v", src, rec.Failures, err), rootfs.Kind(err))
 			return
 		}
-		p.d.log.Warn("install attempt failed; retrying", zap.Int("attempt", rec.Failures), zap.Duration("in", delay), zap.Error(err))
-		p.d.setState("installing", fmt.Sprintf("attempt %d of %d at %s failed (%v); retrying in %v",
+		p.log.Warn("install attempt failed; retrying", zap.Int("attempt", rec.Failures), zap.Duration("in", delay), zap.Error(err))
+		p.flow.note(fmt.Sprintf("attempt %d of %d at %s failed (%v); retrying in %v",
 			rec.Failures, cfg.Update.ResumeRetries+1, src, err, delay))
 		t := time.NewTimer(delay)
 		select {
@@ -270,20 +280,20 @@ func sourceAvailable(src string) bool {
 // markNotBootable records an interrupted install whose slot stays out of
 // the boot order (it was marked bad before the first byte was written).
 func (p *installPart) markNotBootable(rec *installRecord, why string) {
-	p.endRecord(rec, why, "", "idle")
+	p.endRecord(rec, why, "", api.StateIdle)
 }
 
 // fail ends an install for good: the slot stays not bootable and the
 // daemon is in the failed state until the next request.
 func (p *installPart) fail(rec *installRecord, why, kind string) {
-	p.endRecord(rec, why, kind, "failed")
+	p.endRecord(rec, why, kind, api.StateFailed)
 }
 
 func (p *installPart) endRecord(rec *installRecord, why, kind, state string) {
 	if rec.Bootname != "" {
-		if c, err := p.d.bootPart().chooser(); err == nil {
+		if c, err := p.boot(); err == nil {
 			if err := c.MarkBad(rec.Bootname); err != nil {
-				p.d.log.Error("marking interrupted slot bad", zap.String("slot", rec.Bootname), zap.Error(err))
+				p.log.Error("marking interrupted slot bad", zap.String("slot", rec.Bootname), zap.Error(err))
 			}
 		}
 		if rec.NotBootable == nil {
@@ -296,9 +306,16 @@ func (p *installPart) endRecord(rec *installRecord, why, kind, state string) {
 	if kind != "" {
 		rec.LastError, rec.LastKind = why, kind
 	}
-	p.d.log.Error("slot not bootable", zap.String("slot", rec.Bootname), zap.String("why", why))
-	p.d.savePart(installPartName, rec)
-	p.d.setState(state, "slot "+rec.Bootname+" not bootable: "+why)
+	p.log.Error("slot not bootable", zap.String("slot", rec.Bootname), zap.String("why", why))
+	p.store.save(rec)
+	e := entry{Slot: rec.Bootname, Source: rec.Source}
+	if state == api.StateFailed {
+		e.Kind, e.Error = kind, why
+		if e.Kind == "" {
+			e.Kind = "interrupted"
+		}
+	}
+	p.flow.enter(state, "slot "+rec.Bootname+" not bootable: "+why, e)
 }
 
 func (p *installPart) routes(srv *api.Server) {
@@ -312,8 +329,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", err.Error())
 		return
 	}
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
+	rec := p.store.load()
 	src, target := req.Source, ""
 	// The daemon opens URLs only: a local bundle arrives as a descriptor
 	// the client opened with its own credentials (api.PassedFile).
@@ -347,7 +363,9 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		p.mu.Unlock()
 		if running != nil { // attach to the running one
 			closePassed()
-			p.follow(w, r, running)
+			sub, _ := p.bus.subscribe(RequestBuffer, installView)
+			defer p.bus.unsubscribe(sub)
+			follow(api.NewStreamWriter(w), r, sub)
 			return
 		}
 		if rec.Source == "" || rec.Checkpoint == nil {
@@ -371,7 +389,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "bad-request", "install: no source given")
 		return
 	}
-	if err := p.d.maintenancePart().allowed(window.Install, req.Now || req.Resume); err != nil {
+	if err := p.windows.allowed(window.Install, req.Now || req.Resume); err != nil {
 		closePassed()
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
@@ -382,7 +400,11 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		p.retry()
 	}
 	p.mu.Unlock()
-	job, err := p.begin(passed, src, target, req.Resume, false)
+	// The answer is the install's view of the bus, subscribed before the
+	// install starts so that no event of it is missed.
+	sub, _ := p.bus.subscribe(RequestBuffer, installView)
+	defer p.bus.unsubscribe(sub)
+	_, err := p.begin(passed, src, target, req.Resume, false)
 	if err != nil {
 		code, kind := http.StatusConflict, "busy"
 		if !errors.Is(err, api.ErrBusy) {
@@ -391,7 +413,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, code, kind, kind+": "+err.Error())
 		return
 	}
-	p.follow(w, r, job)
+	follow(api.NewStreamWriter(w), r, sub)
 }
 
 // handleCancel stops the running install, or the interrupted one waiting
@@ -403,7 +425,7 @@ func (p *installPart) handleCancel(w http.ResponseWriter, r *http.Request) {
 	if retry != nil {
 		retry()
 	}
-	var out api.InstallEvent
+	var out api.Event
 	if job != nil {
 		job.cancel(errCancelled)
 		select {
@@ -411,39 +433,19 @@ func (p *installPart) handleCancel(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
-		out = api.InstallEvent{Type: "error", Kind: "cancelled", Slot: job.target, Error: "install of " + job.source + " " + errCancelled.Error()}
+		out = api.Event{Type: api.EventError, State: api.StateInstalling, Kind: "cancelled", Slot: job.target, Error: "install of " + job.source + " " + errCancelled.Error()}
 	}
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
+	rec := p.store.load()
 	if rec.Active {
 		p.markNotBootable(&rec, "install of "+rec.Source+" "+errCancelled.Error())
-		out = api.InstallEvent{Type: "error", Kind: "cancelled", Slot: rec.Bootname, Error: "install of " + rec.Source + " " + errCancelled.Error()}
+		out = api.Event{Type: api.EventError, State: api.StateInstalling, Kind: "cancelled", Slot: rec.Bootname, Error: "install of " + rec.Source + " " + errCancelled.Error()}
 	}
 	if out.Type == "" {
 		api.WriteError(w, http.StatusPreconditionFailed, "nothing-to-cancel", "no install is running or waiting to be resumed")
 		return
 	}
+	out.Time = p.now()
 	api.WriteJSON(w, out)
-}
-
-// follow streams a job's events to one client until it ends or the
-// client goes away (the install goes on without it).
-func (p *installPart) follow(w http.ResponseWriter, r *http.Request, job *installJob) {
-	ch := job.subscribe()
-	sw := api.NewStreamWriter(w)
-	for {
-		select {
-		case ev := <-ch:
-			if sw.Send(ev) != nil {
-				return
-			}
-			if ev.Type == "done" || ev.Type == "error" {
-				return
-			}
-		case <-r.Context().Done():
-			return
-		}
-	}
 }
 
 // begin takes an install request: it reserves the install (a second
@@ -460,7 +462,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	}
 	if s == nil {
 		var err error
-		if s, err = source.New(src, p.d.config().Rootfs.Source); err != nil {
+		if s, err = source.New(src, p.cfg().Rootfs.Source); err != nil {
 			return nil, err
 		}
 	}
@@ -485,7 +487,14 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 			close(job.done)
 		}
 	}()
-	p.d.setState("downloading", "downloading "+src)
+	// The flow moves first: an install the flow does not allow now (an
+	// assessment, a fan-out or a reboot is under way) is refused as busy.
+	if p.flow.State() != api.StateInstalling {
+		if err := p.flow.enter(api.StateDownloading, "reading the head of "+src, entry{Bundle: src}); err != nil {
+			job.err = fmt.Errorf("%w: %v", api.ErrBusy, err)
+			return nil, job.err
+		}
+	}
 	plan, err := p.prepare(ctx, s, target)
 	if errors.Is(context.Cause(ctx), errCancelled) {
 		err = fmt.Errorf("install of %s %w", src, errCancelled)
@@ -498,8 +507,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 		return nil, err
 	}
 	job.target = plan.target
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
+	rec := p.store.load()
 	var cp *rootfs.Checkpoint
 	if resume && rec.Checkpoint != nil && rec.Source == src && rec.Bootname == plan.target {
 		cp = rec.Checkpoint
@@ -523,22 +531,23 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	rec.NotBootable[plan.target] = "being written"
 	delete(rec.Installed, plan.target)
 	rec.LastError, rec.LastKind = "", ""
-	if err := p.d.savePart(installPartName, &rec); err != nil {
+	if err := p.store.save(&rec); err != nil {
 		job.err = err
 		return nil, err
 	}
-	cfg := p.d.config()
+	cfg := p.cfg()
 	req := plan.request
 	req.Source, req.Src, req.Resume = src, s, cp
 	req.MCUDir = filepath.Join(cfg.Daemon.StateDir, "mcu-payloads")
+	version := plan.head.Manifest.Version
 	req.OnProgress = func(pr rootfs.Progress) {
-		job.publish(api.InstallEvent{Type: "progress", Done: pr.Done, Total: pr.Total, Rate: pr.Rate,
+		p.publish(api.Event{Type: api.EventProgress, Done: pr.Done, Total: pr.Total, Rate: pr.Rate, Release: version,
 			Payload: pr.Payload, Slot: pr.Slot, Chunk: pr.Chunk, Chunks: pr.Chunks})
 	}
 	req.OnCheckpoint = func(c rootfs.Checkpoint) error {
 		rec.Checkpoint = &c
 		rec.Failures, rec.Restarts = 0, 0 // progress: the counts start again
-		err := p.d.savePart(installPartName, &rec)
+		err := p.store.save(&rec)
 		fault.Point("install.checkpoint")
 		return err
 	}
@@ -547,7 +556,12 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	if cp != nil {
 		what = fmt.Sprintf("resuming at chunk %d", cp.Next)
 	}
-	p.d.setState("installing", fmt.Sprintf("%s %s into slot %s", what, src, plan.target))
+	how := "cli"
+	if auto {
+		how = "resume"
+	}
+	p.flow.enter(api.StateInstalling, fmt.Sprintf("%s %s into slot %s", what, src, plan.target),
+		entry{Release: version, Slot: plan.target, Bundle: src, Source: how})
 	started = true
 	p.wg.Add(1)
 	go func() {
@@ -562,17 +576,19 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 // installPlan is what begin settled before the first byte is written.
 type installPlan struct {
 	target    string
-	chooser   *abboot.Chooser
+	chooser   bootSelection
 	installer *rootfs.Installer
 	head      *bundle.Head
 	request   rootfs.Request
 }
 
-// prepare picks the target slot and checks the bundle head: signatures,
-// compatible, version policy and size. Nothing is written.
+// prepare picks the target slot and has rootfs check the bundle head:
+// signatures, compatible, version policy and size. Nothing is written.
+// The slot is the daemon's choice, named in the request (Request.Target):
+// rootfs writes that one and does not choose again.
 func (p *installPart) prepare(ctx context.Context, src source.Source, target string) (*installPlan, error) {
-	cfg := p.d.config()
-	c, err := p.d.bootPart().chooser()
+	cfg := p.cfg()
+	c, err := p.boot()
 	if err != nil {
 		return nil, fmt.Errorf("boot selection unavailable: %w", err)
 	}
@@ -593,43 +609,52 @@ func (p *installPart) prepare(ctx context.Context, src source.Source, target str
 	if target == booted {
 		return nil, fmt.Errorf("slot %s is the booted slot: %w", target, rootfs.ErrSlotBusy)
 	}
+	slotName := ""
+	for _, s := range cfg.Rootfs.Slots {
+		if s.Class == "rootfs" && s.Bootname == target {
+			slotName = s.Name
+		}
+	}
+	if slotName == "" {
+		return nil, fmt.Errorf("rootfs.slots: no rootfs slot with bootname %s", target)
+	}
 	kr, err := sign.LoadKeyring(cfg.Update.Keyring)
 	if err != nil {
 		return nil, fmt.Errorf("update.keyring: %w", err)
 	}
-	inst, err := rootfs.NewInstaller(cfg.Rootfs, p.d.log.Named("rootfs"))
+	inst, err := rootfs.NewInstaller(cfg.Rootfs, p.log.Named("rootfs"))
 	if err != nil {
 		return nil, err
 	}
-	p.d.mu.Lock()
-	minV, minSC := p.d.st.MinVersion, p.d.st.SecurityCounter
-	p.d.mu.Unlock()
+	inst.SetClock(p.now)
+	minV, minSC := p.store.floor()
 	policy := rootfs.Policy{Compatible: cfg.Update.Compatible, Threshold: cfg.Update.Threshold,
 		MinVersion: minV, MinSecurityCounter: minSC, AllowDowngrade: cfg.Update.AllowDowngrade}
 	// Signatures, compatible, version policy and size first: a bundle
 	// that is refused must not change the boot environment at all.
-	h, err := rootfs.CheckHead(ctx, src, kr, policy, time.Now())
+	h, err := rootfs.CheckHead(ctx, src, kr, policy, p.now())
 	if err != nil {
 		return nil, err
 	}
 	return &installPlan{target: target, chooser: c, installer: inst, head: h,
-		request: rootfs.Request{Keyring: kr, Policy: policy, Booted: booted}}, nil
+		request: rootfs.Request{Keyring: kr, Policy: policy, Booted: booted, Target: slotName}}, nil
 }
 
 // refused records a request that ended before anything was written: the
 // slots and the boot environment are unchanged; it says why everywhere.
 func (p *installPart) refused(err error) {
 	kind := installKind(err)
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
+	rec := p.store.load()
 	rec.LastError, rec.LastKind = err.Error(), kind
-	p.d.savePart(installPartName, &rec)
-	p.d.log.Error("install refused", zap.String("kind", kind), zap.Error(err))
-	state, msg := "idle", "install refused ("+kind+"): "+err.Error()
+	p.store.save(&rec)
+	p.log.Error("install refused", zap.String("event", "refused"), zap.String("kind", kind), zap.Error(err))
+	p.publish(api.Event{Type: api.EventError, Kind: kind, Error: err.Error()})
 	if rec.Active {
-		state, msg = "installing", "install attempt failed ("+kind+"): "+err.Error()
+		// An automatic retry's attempt: the retry loop decides.
+		p.flow.note("install attempt failed (" + kind + "): " + err.Error())
+		return
 	}
-	p.d.setState(state, msg)
+	p.flow.enter(api.StateIdle, "install refused ("+kind+"): "+err.Error(), entry{Kind: kind, Error: err.Error()})
 }
 
 func (p *installPart) finish(job *installJob, rec *installRecord, plan *installPlan, res *rootfs.Result, err error) {
@@ -647,13 +672,13 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 		err = errCancelled
 		rec.LastError, rec.LastKind = "install of "+job.source+" "+errCancelled.Error(), "cancelled"
 		p.markNotBootable(rec, rec.LastError)
-		job.publish(api.InstallEvent{Type: "error", Kind: "cancelled", Slot: rec.Bootname, Error: rec.LastError})
+		p.publish(api.Event{Type: api.EventError, Kind: "cancelled", Slot: rec.Bootname, Error: rec.LastError})
 		return
 	}
 	if p.ctx.Err() != nil {
 		// The daemon is stopping: the record stays active so the next
 		// start resumes from the checkpoint.
-		p.d.log.Warn("install interrupted by shutdown; will resume at next start", zap.String("slot", rec.Bootname))
+		p.log.Warn("install interrupted by shutdown; will resume at next start", zap.String("slot", rec.Bootname))
 		if err == nil {
 			err = context.Canceled
 		}
@@ -665,10 +690,10 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 		// The checkpoint does not fit the bundle any more, or the slot's
 		// earlier chunks did not survive: the next attempt starts over
 		// from chunk 0.
-		p.d.log.Warn("resume failed; the next attempt starts over", zap.Error(err))
+		p.log.Warn("resume failed; the next attempt starts over", zap.Error(err))
 		rec.Checkpoint = nil
-		p.d.savePart(installPartName, rec)
-		job.publish(api.InstallEvent{Type: "error", Kind: "resume-mismatch", Error: "resume failed, the install starts over: " + err.Error()})
+		p.store.save(rec)
+		p.publish(api.Event{Type: api.EventError, Kind: "resume-mismatch", Slot: rec.Bootname, Error: "resume failed, the install starts over: " + err.Error()})
 		err = fmt.Errorf("%w (%w)", source.ErrRetries, err) // transient: the next attempt starts over
 		if isFD(rec.Source) {
 			p.markNotBootable(rec, "the resume did not fit the slot; install the file again")
@@ -685,17 +710,17 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 	if err != nil {
 		kind := rootfs.Kind(err)
 		rec.LastError, rec.LastKind = err.Error(), kind
+		p.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
 		if job.auto && transient(err) {
 			// The retry loop decides: the record stays resumable.
-			p.d.savePart(installPartName, rec)
+			p.store.save(rec)
 		} else {
 			rec.Active = false
 			rec.NotBootable[rec.Bootname] = "install failed: " + kind
-			p.d.savePart(installPartName, rec)
-			p.d.setState("idle", "install failed: "+err.Error())
+			p.store.save(rec)
+			p.flow.enter(api.StateFailed, "install failed: "+err.Error(), entry{Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		}
-		p.d.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
-		job.publish(api.InstallEvent{Type: "error", Kind: kind, Error: err.Error()})
+		p.publish(api.Event{Type: api.EventError, Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		return
 	}
 	fault.Point("install.verified")
@@ -703,17 +728,17 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 	if err != nil {
 		err = fmt.Errorf("slot %s verified, but switching the boot to it failed: %w", rec.Bootname, err)
 		kind := rootfs.Kind(err)
-		p.d.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
-		p.d.setState("failed", err.Error())
-		job.publish(api.InstallEvent{Type: "error", Kind: kind, Error: err.Error()})
+		p.log.Error("install failed", zap.String("kind", kind), zap.Error(err))
+		p.flow.enter(api.StateFailed, err.Error(), entry{Slot: rec.Bootname, Kind: kind, Error: err.Error()})
+		p.publish(api.Event{Type: api.EventError, Slot: rec.Bootname, Kind: kind, Error: err.Error()})
 		return
 	}
 	v := res.Manifest.Version
-	tries := p.d.config().Boot.PrimaryTries
-	p.d.log.Info("install complete", zap.String("version", v), zap.String("slot", rec.Bootname))
-	p.d.setState("installed", fmt.Sprintf("release %s verified in slot %s; it boots next (%d tries)", v, rec.Bootname, tries))
-	p.d.maintenancePart().scheduleReboot(v)
-	job.publish(api.InstallEvent{Type: "done", Version: v, Slot: rec.Bootname, Bundle: res.Bundle})
+	tries := p.cfg().Boot.PrimaryTries
+	p.flow.enter(api.StateInstalled, fmt.Sprintf("release %s verified in slot %s; it boots next (%d tries)", v, rec.Bootname, tries),
+		entry{Release: v, Slot: rec.Bootname, Bundle: job.source})
+	p.windows.scheduleReboot(v)
+	p.publish(api.Event{Type: api.EventDone, Release: v, Slot: rec.Bootname, Bundle: res.Bundle})
 }
 
 // switchTo makes a verified slot the next boot, write-ahead: every crash
@@ -731,7 +756,7 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 // switch (the slot was never bootable, so no try was spent); between 3
 // and 4 it finds the trial in the environment.
 func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootfs.Result) error {
-	cfg := p.d.config()
+	cfg := p.cfg()
 	if err := saveProof(cfg.Daemon.StateDir, rec.Bootname, plan.head); err != nil {
 		return fmt.Errorf("keeping the signed manifest of slot %s: %w", rec.Bootname, err)
 	}
@@ -742,24 +767,15 @@ func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootf
 		rec.Installed = map[string]string{}
 	}
 	rec.Installed[rec.Bootname] = m.Version
-	raw, err := json.Marshal(rec)
-	if err != nil {
-		return err
+	// The release's MCU firmware, verified by rootfs: fanned out after
+	// the commit (the paths the install returned, nothing listed).
+	var payloads []string
+	for _, m := range res.MCU {
+		if m.Path != "" {
+			payloads = append(payloads, m.Path)
+		}
 	}
-	d := p.d
-	d.mu.Lock()
-	d.st.Seq++
-	d.st.Pending, d.st.PendingSlot, d.st.PendingCounter = m.Version, rec.Bootname, m.SecurityCounter
-	d.st.PendingSeq, d.st.PendingSwitched = d.st.Seq, false
-	if d.st.Parts == nil {
-		d.st.Parts = map[string]json.RawMessage{}
-	}
-	d.st.Parts[installPartName] = raw
-	t := trial{Slot: rec.Bootname, Version: m.Version, Counter: m.SecurityCounter, Seq: d.st.Seq}
-	notes := d.anchorNotesLocked()
-	notes[noteTrial] = t.String()
-	err = d.saveLocked()
-	d.mu.Unlock()
+	notes, err := p.store.announce(rec, m.Version, m.SecurityCounter, payloads)
 	if err != nil {
 		return err
 	}
@@ -768,19 +784,14 @@ func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootf
 		return err
 	}
 	fault.Point("install.switched")
-	d.mu.Lock()
-	d.st.PendingSwitched = true
-	d.st.State = "installed"
-	err = d.saveLocked()
-	d.mu.Unlock()
+	err = p.store.switched()
 	fault.Point("install.done")
 	return err
 }
 
 func (p *installPart) status(s *api.Status) {
-	var rec installRecord
-	p.d.loadPart(installPartName, &rec)
-	cfg := p.d.config()
+	rec := p.store.load()
+	cfg := p.cfg()
 	// Merge the boot view (bootname, state, tries) with the slot config.
 	for _, sc := range cfg.Rootfs.Slots {
 		i := -1

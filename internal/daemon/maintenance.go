@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/zap"
 
 	"github.com/otagw/otagw/internal/api"
@@ -14,13 +15,32 @@ import (
 	"github.com/otagw/otagw/internal/window"
 )
 
+// windows is what the other parts ask of the maintenance windows.
+type windows interface {
+	// allowed says whether work of kind (window.Install, window.Flash)
+	// may start now; force is the operator's --now.
+	allowed(kind string, force bool) error
+	// whenAllowed runs fn now, or at the start of the next window.
+	whenAllowed(kind, what string, fn func())
+	// scheduleReboot arranges the reboot into version when the policy
+	// says maintenance.reboot: window.
+	scheduleReboot(version string)
+}
+
 // maintenancePart keeps risky work inside the maintenance windows: it
 // refuses installs and MCU flashing outside them when the config says so
 // (an operator may override with --now), and reboots into a newly
 // installed release at the next window when maintenance.reboot is window.
 // The reboot is a gocron one-time job.
 type maintenancePart struct {
-	d     *Daemon
+	log   *zap.Logger
+	cfg   func() *config.Config
+	clock clockwork.Clock // the windows' time and the scheduler's
+	// reboot reboots (rebooter.Reboot: through the flow).
+	reboot func(ctx context.Context, reason string) error
+	// waiting names the release waiting for its reboot, if any.
+	waiting func() (version string, ok bool)
+
 	sched gocron.Scheduler
 
 	mu       sync.Mutex
@@ -29,33 +49,29 @@ type maintenancePart struct {
 	job      gocron.Job
 }
 
-func (m *maintenancePart) start(ctx context.Context, d *Daemon) error {
-	m.d = d
-	s, err := gocron.NewScheduler()
+func (m *maintenancePart) start(ctx context.Context) error {
+	s, err := gocron.NewScheduler(gocron.WithClock(m.clock))
 	if err != nil {
 		return fmt.Errorf("maintenance scheduler: %w", err)
 	}
 	m.sched = s
 	s.Start()
-	m.reload(d.config())
+	m.reload(m.cfg())
 	return nil
 }
 
 func (m *maintenancePart) reload(cfg *config.Config) {
 	p, err := window.New(cfg.Maintenance)
 	if err != nil { // validated with the config; cannot happen
-		m.d.log.Error("maintenance windows", zap.Error(err))
+		m.log.Error("maintenance windows", zap.Error(err))
 		return
 	}
 	m.mu.Lock()
 	m.plan = p
 	m.mu.Unlock()
 	// A release waiting for its reboot gets it scheduled (again).
-	m.d.mu.Lock()
-	state, pending := m.d.st.State, m.d.st.Pending
-	m.d.mu.Unlock()
-	if state == "installed" && pending != "" {
-		m.scheduleReboot(pending)
+	if v, ok := m.waiting(); ok {
+		m.scheduleReboot(v)
 	} else {
 		m.cancelReboot()
 	}
@@ -70,7 +86,7 @@ func (m *maintenancePart) allowed(kind string, force bool) error {
 	if force || p == nil {
 		return nil
 	}
-	return p.Allowed(kind, m.d.opts.Now())
+	return p.Allowed(kind, m.clock.Now())
 }
 
 // scheduleReboot arranges the reboot into version at the next window,
@@ -82,12 +98,12 @@ func (m *maintenancePart) scheduleReboot(version string) {
 		return
 	}
 	m.cancelRebootLocked()
-	at, w := m.plan.Next(m.d.opts.Now())
+	at, w := m.plan.Next(m.clock.Now())
 	if at.IsZero() {
 		return
 	}
 	start := gocron.OneTimeJobStartImmediately()
-	if at.After(time.Now()) {
+	if at.After(m.clock.Now()) {
 		start = gocron.OneTimeJobStartDateTime(at)
 	}
 	job, err := m.sched.NewJob(gocron.OneTimeJob(start), gocron.NewTask(func() {
@@ -95,17 +111,16 @@ func (m *maintenancePart) scheduleReboot(version string) {
 		m.rebootAt, m.job = time.Time{}, nil
 		m.mu.Unlock()
 		reason := fmt.Sprintf("maintenance window %q: rebooting into release %s", w.Name, version)
-		if err := (rebooter{m.d}).Reboot(context.Background(), reason); err != nil {
-			m.d.log.Error("maintenance reboot failed", zap.Error(err))
-			m.d.setState("installed", "maintenance reboot failed: "+err.Error())
+		if err := m.reboot(context.Background(), reason); err != nil {
+			m.log.Error("maintenance reboot failed", zap.Error(err)) // the flow is back in installed
 		}
 	}))
 	if err != nil {
-		m.d.log.Error("scheduling the maintenance reboot", zap.Error(err))
+		m.log.Error("scheduling the maintenance reboot", zap.Error(err))
 		return
 	}
 	m.rebootAt, m.job = at, job
-	m.d.log.Info("reboot into the new release scheduled", zap.String("window", w.Name), zap.Time("at", at), zap.String("version", version))
+	m.log.Info("reboot into the new release scheduled", zap.String("window", w.Name), zap.Time("at", at), zap.String("version", version))
 }
 
 // whenAllowed runs fn now when work of kind may start, else at the start
@@ -116,13 +131,13 @@ func (m *maintenancePart) whenAllowed(kind, what string, fn func()) {
 		return
 	}
 	m.mu.Lock()
-	at, w := m.plan.Next(m.d.opts.Now())
+	at, w := m.plan.Next(m.clock.Now())
 	m.mu.Unlock()
 	if _, err := m.sched.NewJob(gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at)), gocron.NewTask(fn)); err != nil {
-		m.d.log.Error("scheduling "+what, zap.Error(err))
+		m.log.Error("scheduling "+what, zap.Error(err))
 		return
 	}
-	m.d.log.Info(what+" waits for the maintenance window", zap.String("window", w.Name), zap.Time("at", at))
+	m.log.Info(what+" waits for the maintenance window", zap.String("window", w.Name), zap.Time("at", at))
 }
 
 func (m *maintenancePart) cancelReboot() {
@@ -146,7 +161,7 @@ func (m *maintenancePart) status(s *api.Status) {
 	if m.plan == nil || len(m.plan.Options().Windows) == 0 {
 		return
 	}
-	now := m.d.opts.Now()
+	now := m.clock.Now()
 	open, w := m.plan.Open(now)
 	next, nw := m.plan.Next(now)
 	mt := &api.Maintenance{Open: open, Install: m.plan.Options().Install, Flash: m.plan.Options().Flash, Reboot: m.plan.Options().Reboot}

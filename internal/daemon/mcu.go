@@ -2,11 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
-	"sort"
 	"sync"
 
 	"go.uber.org/zap"
@@ -21,9 +20,17 @@ import (
 
 // mcuPart fans signed firmware out to the microcontrollers in the config:
 // buses in parallel, one device at a time per bus. Per-device records
-// (version, minimum, last result) live in the daemon's state.
+// (version, minimum, last result) live in the release record (persisted.MCU).
+// A fan-out is the flow's flashing state, entered from a resting state and
+// left back to it; each device's phases and outcome are device events.
 type mcuPart struct {
-	d      *Daemon
+	log     *zap.Logger
+	cfg     func() *config.Config
+	flow    *flow
+	bus     *bus
+	windows windows
+	rec     fleetRecord
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -32,39 +39,78 @@ type mcuPart struct {
 	running bool
 }
 
-const mcuPartName = "mcu"
-
-// mcuStore is fanout.Store on the daemon's HMAC-protected state.
-type mcuStore struct {
-	d  *Daemon
-	mu sync.Mutex
+// fleetRecord is the fan-out's part of the release record: each device's
+// record (fanout.Store), the release firmware still to fan out, and the
+// committed release.
+type fleetRecord interface {
+	fanout.Store
+	all() map[string]fanout.Record
+	payloads() []string
+	payloadDone(path string) error
+	committed() string
 }
 
-func (s *mcuStore) all() map[string]fanout.Record {
-	m := map[string]fanout.Record{}
-	s.d.loadPart(mcuPartName, &m)
-	return m
-}
-
-func (s *mcuStore) Load(device string) (fanout.Record, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.all()[device]
-	return r, ok, nil
-}
-
-func (s *mcuStore) Save(r fanout.Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.all()
-	m[r.Device] = r
-	return s.d.savePart(mcuPartName, m)
-}
-
-func (m *mcuPart) start(ctx context.Context, d *Daemon) error {
-	m.d = d
+func (m *mcuPart) start(ctx context.Context) error {
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	if m.flow.State() == api.StateFlashing {
+		// The daemon stopped in the fan-out of a release's firmware: it
+		// runs again (devices already done answer not-needed).
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.flashPayloads()
+		}()
+	}
 	return nil
+}
+
+// afterCommit fans out the committed release's MCU firmware, now or at
+// the next flash window.
+func (m *mcuPart) afterCommit() {
+	if len(m.rec.payloads()) == 0 {
+		return
+	}
+	m.windows.whenAllowed(window.Flash, "MCU firmware of the release", func() {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.flashPayloads()
+		}()
+	})
+}
+
+// mcuView is the MCU flash stream's view of the bus.
+func mcuView(ev api.Event) bool {
+	return ev.State == api.StateFlashing || ev.Type == api.EventLagged
+}
+
+// deviceEvent is a fan-out event in the one event shape.
+func deviceEvent(e fanout.Event) api.Event {
+	ev := api.Event{Type: api.EventDevice, State: api.StateFlashing, Time: e.Time, Device: e.Device, Bus: e.Bus,
+		Phase: e.Phase, Retries: e.Retries, Message: e.Reason, Release: e.Version}
+	switch e.Kind {
+	case "start":
+		ev.Message = "started"
+	case "progress":
+		ev.Type, ev.Done, ev.Total = api.EventProgress, int64(e.Done), int64(e.Total)
+	case "retry":
+		ev.Message = fmt.Sprintf("retry %d: %s", e.Retries, e.Reason)
+	case "done":
+		ev.Result = string(e.State)
+		if e.State == fanout.Failed {
+			ev.Kind, ev.Error = "device-failed", e.Reason
+		}
+	}
+	return ev
+}
+
+func deviceResults(res []fanout.Result) []api.DeviceResult {
+	out := make([]api.DeviceResult, 0, len(res))
+	for _, r := range res {
+		out = append(out, api.DeviceResult{Device: r.Device, Bus: r.Bus, Result: string(r.State), From: r.FromVersion,
+			Version: r.ToVersion, Reason: r.Reason, Retries: r.Retries})
+	}
+	return out
 }
 
 func (m *mcuPart) routes(srv *api.Server) {
@@ -82,8 +128,24 @@ func (m *mcuPart) handleList(w http.ResponseWriter, r *http.Request) {
 type pkgOpener func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error)
 
 // flash runs one fan-out of the packages opens read and verify; each
-// device takes the first package that targets it.
-func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string, onEvent func(fanout.Event)) ([]fanout.Result, error) {
+// device takes the first package that targets it. Its events, and a done
+// (with every device's result) or an error event at the end, go to the bus.
+func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string) ([]fanout.Result, error) {
+	res, err := m.flashOnce(ctx, opens, devices)
+	if err != nil {
+		m.bus.publish(api.Event{Type: api.EventError, State: api.StateFlashing, Kind: mcuKind(err), Error: err.Error()})
+	}
+	return res, err
+}
+
+func mcuKind(err error) string {
+	if errors.Is(err, api.ErrBusy) {
+		return "busy"
+	}
+	return "mcu-flash-failed"
+}
+
+func (m *mcuPart) flashOnce(ctx context.Context, opens []pkgOpener, devices []string) ([]fanout.Result, error) {
 	m.mu.Lock()
 	if m.running {
 		m.mu.Unlock()
@@ -96,7 +158,7 @@ func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string
 		m.running = false
 		m.mu.Unlock()
 	}()
-	cfg := m.d.config()
+	cfg := m.cfg()
 	kr, err := sign.LoadKeyring(cfg.Update.Keyring)
 	if err != nil {
 		return nil, fmt.Errorf("update.keyring: %w", err)
@@ -111,23 +173,44 @@ func (m *mcuPart) flash(ctx context.Context, opens []pkgOpener, devices []string
 	}
 	pkg := pkgs[0]
 	for _, w := range cfg.Downstream.Warnings() {
-		m.d.log.Warn("deprecated configuration", zap.String("warning", w))
+		m.log.Warn("deprecated configuration", zap.String("warning", w))
 	}
-	eng, err := fanout.New(cfg.Downstream, &mcuStore{d: m.d}, m.d.log.Named("downstream"))
+	eng, err := fanout.New(cfg.Downstream, m.rec, m.log.Named("downstream"))
 	if err != nil {
 		return nil, err
 	}
-	m.d.setState("flashing", fmt.Sprintf("MCU firmware %s %s", pkg.Manifest.Target.Family, pkg.Manifest.Version))
-	res, err := eng.RunMany(ctx, pkgs, devices, onEvent)
+	prev := m.flow.State()
+	if prev == api.StateStarting || prev == api.StateFailed {
+		// Back to idle, not failed: re-entering failed would count one
+		// more failure of a step that did not run again.
+		prev = api.StateIdle
+	}
+	if prev != api.StateFlashing { // flashing: a fan-out resumed at start
+		if err := m.flow.enter(api.StateFlashing, fmt.Sprintf("MCU firmware %s %s", pkg.Manifest.Target.Family, pkg.Manifest.Version),
+			entry{Release: pkg.Manifest.Version}); err != nil {
+			return nil, fmt.Errorf("%w: %v", api.ErrBusy, err)
+		}
+	} else {
+		prev = api.StateIdle
+		if m.rec.committed() != "" {
+			prev = api.StateCommitted
+		}
+	}
+	res, err := eng.RunMany(ctx, pkgs, devices, func(e fanout.Event) { m.bus.publish(deviceEvent(e)) })
 	counts := map[fanout.State]int{}
 	for _, r := range res {
 		counts[r.State]++
 		if r.State == fanout.Failed {
-			m.d.log.Error("MCU update failed", zap.String("device", r.Device), zap.String("reason", r.Reason))
+			m.log.Error("MCU update failed", zap.String("device", r.Device), zap.String("reason", r.Reason))
 		}
 	}
-	m.d.setState("idle", fmt.Sprintf("MCU fan-out of %s: %d success, %d not needed, %d postponed, %d failed",
-		pkg.Manifest.Version, counts[fanout.Success], counts[fanout.NotNeeded], counts[fanout.Postponed], counts[fanout.Failed]))
+	summary := fmt.Sprintf("MCU fan-out of %s: %d success, %d not needed, %d postponed, %d failed",
+		pkg.Manifest.Version, counts[fanout.Success], counts[fanout.NotNeeded], counts[fanout.Postponed], counts[fanout.Failed])
+	if err == nil {
+		m.bus.publish(api.Event{Type: api.EventDone, State: api.StateFlashing, Release: pkg.Manifest.Version,
+			Message: summary, Devices: deviceResults(res)})
+	}
+	m.flow.enter(prev, summary, entry{Release: pkg.Manifest.Version})
 	return res, err
 }
 
@@ -175,45 +258,49 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 			return p, nil
 		})
 	}
-	if err := m.d.maintenancePart().allowed(window.Flash, req.Now); err != nil {
+	if err := m.windows.allowed(window.Flash, req.Now); err != nil {
 		api.WriteError(w, http.StatusPreconditionFailed, "outside-maintenance-window", err.Error())
 		return
 	}
-	sw := api.NewStreamWriter(w)
-	var mu sync.Mutex
-	res, err := m.flash(r.Context(), opens, req.Devices, func(ev fanout.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		sw.Send(api.MCUEvent{Type: "event", Event: ev})
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	if err != nil {
-		sw.Send(api.MCUEvent{Type: "error", Error: err.Error()})
-		return
-	}
-	sw.Send(api.MCUEvent{Type: "done", Results: res})
+	// The answer is the fan-out's view of the bus; the fan-out runs
+	// beside it (and stops if the client goes away).
+	sub, _ := m.bus.subscribe(RequestBuffer, mcuView)
+	defer m.bus.unsubscribe(sub)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.flash(r.Context(), opens, req.Devices)
+	}()
+	follow(api.NewStreamWriter(w), r, sub)
+	<-done
 }
 
-// flashPayloads fans out the MCU packages a committed bundle carried.
+// flashPayloads fans out the MCU packages a committed bundle carried, as
+// the install returned them (persisted.MCUPayloads); each leaves the
+// record once its fan-out ran.
 func (m *mcuPart) flashPayloads() {
-	dir := filepath.Join(m.d.config().Daemon.StateDir, "mcu-payloads")
-	files, _ := filepath.Glob(filepath.Join(dir, "*"))
-	sort.Strings(files)
-	for _, f := range files {
-		m.d.log.Info("fanning out MCU firmware from the committed release", zap.String("package", f))
+	for _, f := range m.rec.payloads() {
+		if m.ctx.Err() != nil {
+			return // stopping: the rest runs at the next start
+		}
+		m.log.Info("fanning out MCU firmware from the committed release", zap.String("package", f))
 		open := func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error) { return mcupkg.Open(f, kr, threshold) }
-		if _, err := m.flash(m.ctx, []pkgOpener{open}, nil, nil); err != nil {
-			m.d.log.Error("MCU fan-out", zap.String("package", f), zap.Error(err))
-			continue
+		if _, err := m.flash(m.ctx, []pkgOpener{open}, nil); err != nil {
+			m.log.Error("MCU fan-out", zap.String("package", f), zap.Error(err))
+			if m.ctx.Err() != nil {
+				return
+			}
+		}
+		if err := m.rec.payloadDone(f); err != nil {
+			m.log.Error("MCU fan-out: recording the end", zap.String("package", f), zap.Error(err))
 		}
 		os.Remove(f)
 	}
 }
 
 func (m *mcuPart) status(s *api.Status) {
-	cfg := m.d.config()
-	recs := (&mcuStore{d: m.d}).all()
+	cfg := m.cfg()
+	recs := m.rec.all()
 	for _, dev := range cfg.Downstream.Devices {
 		st := api.MCUStatus{Name: dev.Name, Bus: dev.Bus}
 		if r, ok := recs[dev.Name]; ok {

@@ -13,13 +13,18 @@ import (
 
 // part is one capability the daemon sequences (boot selection, rootfs
 // installs, boot assessment, MCU fan-out). Each lives in its own file,
-// owns its routes, its section of the status and its piece of the
-// persisted state (savePart/loadPart), and is started in order before
-// READY=1.
+// owns its routes and its section of the status, and is started in order
+// before READY=1. The daemon builds each with what it needs (newParts) and
+// holds it by its type (Daemon.boot, .maintenance, .inst, .health, .mcu);
+// the state they report moves only through the flow (flow.go). They are
+// plain collaborators (their
+// dependencies are functions and small interfaces declared here: bootSelection,
+// windows, installStore, releaseRecord, fleetRecord); none holds the daemon.
+// The release record's accessors live in record.go.
 type part interface {
 	// start runs after the state is loaded and before READY=1. A returned
 	// error stops the daemon: only for configuration that cannot work.
-	start(ctx context.Context, d *Daemon) error
+	start(ctx context.Context) error
 	// routes adds the part's API routes.
 	routes(srv *api.Server)
 	// status fills the part's section of `otagw status`.
@@ -30,39 +35,30 @@ type part interface {
 	stop()
 }
 
-// newParts lists the parts in start order.
-func newParts() []part {
-	return []part{&bootPart{}, &maintenancePart{}, &installPart{}, &healthPart{}, &mcuPart{}}
+// newParts builds the parts with their dependencies.
+func (d *Daemon) newParts() {
+	d.boot = &bootPart{log: d.log, cfg: d.config}
+	d.maintenance = &maintenancePart{log: d.log, cfg: d.config, clock: d.opts.Clock,
+		reboot: rebooter{d}.Reboot, waiting: d.awaitingReboot}
+	d.inst = &installPart{log: d.log, cfg: d.config, now: d.opts.Clock.Now, warn: d.warn, boot: d.boot.chooser,
+		windows: d.maintenance, flow: d.flow, bus: d.bus, store: recordInstallStore{d}}
+	d.health = &healthPart{log: d.log, cfg: d.config, clock: d.opts.Clock, notify: d.opts.Notify, warn: d.warn,
+		serving: d.serving.Load, setBeat: d.setBeat, boot: d.boot.chooser, release: releaseStore{d},
+		flow: d.flow, bus: d.bus, reboot: rebooter{d}.Reboot, released: func() { d.mcu.afterCommit() }}
+	d.mcu = &mcuPart{log: d.log, cfg: d.config, flow: d.flow, bus: d.bus, windows: d.maintenance, rec: &mcuStore{d: d}}
 }
 
-// bootPart returns the boot selection part.
-func (d *Daemon) bootPart() *bootPart {
-	for _, p := range d.parts {
-		if b, ok := p.(*bootPart); ok {
-			return b
-		}
-	}
-	panic("daemon: no boot part")
+// awaitingReboot names the release installed and waiting for its reboot.
+func (d *Daemon) awaitingReboot() (string, bool) {
+	d.mu.Lock()
+	pending := d.st.Pending
+	d.mu.Unlock()
+	return pending, pending != "" && d.flow.State() == api.StateInstalled
 }
 
-// maintenancePart returns the maintenance-window part.
-func (d *Daemon) maintenancePart() *maintenancePart {
-	for _, p := range d.parts {
-		if m, ok := p.(*maintenancePart); ok {
-			return m
-		}
-	}
-	return nil
-}
-
-// mcuPart returns the MCU fan-out part.
-func (d *Daemon) mcuPart() *mcuPart {
-	for _, p := range d.parts {
-		if m, ok := p.(*mcuPart); ok {
-			return m
-		}
-	}
-	return nil
+// parts lists the parts in start order.
+func (d *Daemon) parts() []part {
+	return []part{d.boot, d.maintenance, d.inst, d.health, d.mcu}
 }
 
 // decodeJSON reads a request body (at most 1 MiB), rejecting unknown fields.
@@ -75,31 +71,9 @@ func decodeJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// loadPart decodes the part's persisted piece into v (left as is if none).
-func (d *Daemon) loadPart(name string, v any) error {
+// setBeat sets the main loop's heartbeat (the health loop's, or nil).
+func (d *Daemon) setBeat(f func()) {
 	d.mu.Lock()
-	raw, ok := d.st.Parts[name]
+	d.beat = f
 	d.mu.Unlock()
-	if !ok {
-		return nil
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("persisted state of %s: %w", name, err)
-	}
-	return nil
-}
-
-// savePart persists the part's piece atomically with the rest of the state.
-func (d *Daemon) savePart(name string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.st.Parts == nil {
-		d.st.Parts = map[string]json.RawMessage{}
-	}
-	d.st.Parts[name] = b
-	return d.saveLocked()
 }
