@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/otagw/otagw/downstream/simpty"
 	"github.com/otagw/otagw/downstream/stm32/chips"
 	"github.com/otagw/otagw/downstream/stm32sim"
 )
@@ -27,6 +28,7 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	rdp := fs.Bool("read-protected", false, "start with readout protection")
 	wrp := fs.Bool("write-protected", false, "start with write protection")
 	statsFile := fs.String("stats", "", "write the byte and round-trip counters as JSON to this file on exit")
+	slcan := fs.Bool("slcan", false, "serve the CAN bootloader (AN3154) behind an slcan adapter instead of the USART one (a bus with transport: can and port: the printed path)")
 	list := fs.Bool("list", false, "list the simulated chips and exit")
 	asJSON := fs.Bool("json", false, "with --list: print JSON")
 	if err := fs.Parse(args); err != nil {
@@ -67,7 +69,11 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return 2
 	}
 	sim := stm32sim.New(chip, stm32sim.Options{Faults: f, Seed: *seed, EraseTime: *eraseTime, ReadProtected: *rdp, WriteProtected: *wrp})
-	p, err := stm32sim.ServePTY(ctx, sim)
+	serve, face := stm32sim.ServePTY, "USART"
+	if *slcan {
+		serve, face = func(ctx context.Context, s *stm32sim.Sim) (*simpty.PTY, error) { return stm32sim.ServeSLCANPTY(ctx, s) }, "CAN via slcan"
+	}
+	p, err := serve(ctx, sim)
 	if err != nil {
 		fmt.Fprintf(stderr, "otagw sim stm32: %v\n", err)
 		return 1
@@ -76,7 +82,7 @@ func runSimSTM32(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if fl, ok := stdout.(*os.File); ok {
 		fl.Sync()
 	}
-	fmt.Fprintf(stderr, "simulating %s (bootloader 0x%02x) on %s until interrupted\n", chip, chip.BootloaderVersion, p.Path)
+	fmt.Fprintf(stderr, "simulating %s (bootloader 0x%02x, %s) on %s until interrupted\n", chip, chip.BootloaderVersion, face, p.Path)
 	<-ctx.Done()
 	p.Close()
 	st := sim.Stats()
