@@ -89,7 +89,7 @@ func run(chip *chips.Chip, img []byte, rate int, meanBits float64) error {
 		return fmt.Errorf("%d retries on a clean bus", f.Retries())
 	}
 	after := bus.Stats()
-	limit := float64(rate) * 64 / meanBits / 8 // payload bytes per second
+	limit := float64(rate) * 64 / meanBits / 8                              // payload bytes per second
 	writeRate := float64(len(img)-256) / writeEnd.Sub(writeStart).Seconds() // the first block went before writeStart
 	allRate := float64(len(img)) / total.Seconds()
 	busBits := after.Bits - before.Bits
