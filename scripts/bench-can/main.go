@@ -39,7 +39,7 @@ func main() {
 	}
 	meanBits := float64(bits) / float64(len(img)/8)
 	fmt.Printf("image: %d bytes (random) into a simulated 0x%03x; mean 8-byte data frame: %.1f bits (stuffing included; 111 unstuffed)\n\n", len(img), chip.PID, meanBits)
-	fmt.Println("| bit rate | frame-level limit B/s | write+verify, bus time only B/s | × limit | write+verify, wall B/s | × limit | write phase, wall B/s | × limit | bus busy | frames |")
+	fmt.Println("| bit rate | frame-level limit B/s | write phase, bus time: × limit | write phase, wall: × limit | write+verify, bus time: × limit | write+verify, wall: B/s | × limit | bus busy | frames | retries |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, s := range strings.Split(*rates, ",") {
 		rate, err := strconv.Atoi(strings.TrimSpace(s))
@@ -62,6 +62,9 @@ func run(chip *chips.Chip, img []byte, rate int, meanBits float64) error {
 	defer cancel()
 	go sim.ServeCAN(ctx, dev)
 	o := stm32.DefaultOptions()
+	// A clean bus; on a heavily loaded machine a reply may still miss the
+	// 500 ms default, so wait longer and report any retry in the table.
+	o.ByteTimeout = 2 * time.Second
 	c := stm32.NewCAN(host, o)
 	if err := c.Init(ctx); err != nil {
 		return err
@@ -72,30 +75,32 @@ func run(chip *chips.Chip, img []byte, rate int, meanBits float64) error {
 	}
 	before := bus.Stats()
 	var writeStart, writeEnd time.Time
+	var bitsStart, bitsEnd int64
 	start := time.Now()
 	err = f.Run(ctx, func(p stm32.Progress) {
 		switch {
 		case p.Phase == "write" && writeStart.IsZero():
-			writeStart = time.Now() // after the first block: the erase is behind
+			writeStart, bitsStart = time.Now(), bus.Stats().Bits // after the first block: the erase is behind
 		case p.Phase == "verify" && writeEnd.IsZero():
-			writeEnd = time.Now()
+			// after the first verified block: subtract its read (1 of the 128 reads)
+			writeEnd, bitsEnd = time.Now(), bus.Stats().Bits
 		}
 	})
 	total := time.Since(start)
 	if err != nil {
 		return err
 	}
-	if f.Retries() != 0 {
-		return fmt.Errorf("%d retries on a clean bus", f.Retries())
-	}
 	after := bus.Stats()
-	limit := float64(rate) * 64 / meanBits / 8                              // payload bytes per second
-	writeRate := float64(len(img)-256) / writeEnd.Sub(writeStart).Seconds() // the first block went before writeStart
-	allRate := float64(len(img)) / total.Seconds()
+	limit := float64(rate) * 64 / meanBits / 8 // payload bytes per second
+	// The write phase: the blocks after the first, up to the first verify.
+	written := float64(len(img) - 256)
+	writeWall := written / writeEnd.Sub(writeStart).Seconds()
+	writeBus := written / (float64(bitsEnd-bitsStart) / float64(rate))
+	allWall := float64(len(img)) / total.Seconds()
 	busBits := after.Bits - before.Bits
-	busRate := float64(len(img)) / (float64(busBits) / float64(rate)) // if every turnaround took no time
-	fmt.Printf("| %d | %.0f | %.0f | %.3f | %.0f | %.3f | %.0f | %.3f | %.0f %% | %d |\n",
-		rate, limit, busRate, busRate/limit, allRate, allRate/limit, writeRate, writeRate/limit,
-		100*float64(busBits)/float64(rate)/total.Seconds(), after.Frames-before.Frames)
+	allBus := float64(len(img)) / (float64(busBits) / float64(rate)) // if every turnaround took no time
+	fmt.Printf("| %d | %.0f | %.3f | %.3f | %.3f | %.0f | %.3f | %.0f %% | %d | %d |\n",
+		rate, limit, writeBus/limit, writeWall/limit, allBus/limit, allWall, allWall/limit,
+		100*float64(busBits)/float64(rate)/total.Seconds(), after.Frames-before.Frames, f.Retries())
 	return nil
 }
