@@ -71,3 +71,16 @@ func (o Options) validateCANDevices() []error {
 	}
 	return errs
 }
+
+// canWarnings: the STM32 ROM bootloader listens at 125 kbit/s only
+// (AN3154; it has no autobaud on CAN), so a CAN bus at another rate
+// reaches no STM32 in its bootloader.
+func (o Options) canWarnings() []string {
+	var w []string
+	for i, b := range o.Buses {
+		if b.TransportName() == TransportCAN && b.CANBitrate() != DefaultCANBitrate {
+			w = append(w, fmt.Sprintf("downstream.buses[%d].bitrate: %d: the STM32 ROM bootloader listens at %d bit/s only (AN3154); its devices will not answer at another rate", i, b.Bitrate, DefaultCANBitrate))
+		}
+	}
+	return w
+}

@@ -60,3 +60,12 @@ func TestCANBusValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestCANBitrateWarning(t *testing.T) {
+	o := downstream.DefaultOptions()
+	o.Buses = []downstream.Bus{{Name: "a", Transport: "can", Interface: "can0"}, {Name: "b", Transport: "can", Interface: "can1", Bitrate: 500000}}
+	w := o.Warnings()
+	if len(w) != 1 || !strings.Contains(w[0], "buses[1].bitrate: 500000") {
+		t.Fatalf("Warnings() = %q; want one for buses[1]", w)
+	}
+}

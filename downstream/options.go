@@ -279,5 +279,5 @@ func (o Options) Warnings() []string {
 			w = append(w, fmt.Sprintf("downstream.buses[%d].protocol: %s is deprecated: write transport: %s on the bus and protocol: %s on its devices", i, ProtocolSTM32UART, TransportUART, ProtocolSTM32))
 		}
 	}
-	return w
+	return append(w, o.canWarnings()...)
 }

@@ -3,6 +3,7 @@ package can
 import (
 	"math/rand"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -150,8 +151,8 @@ func (b *Bus) send(from *memConn, f Frame) error {
 	conns := append([]*memConn(nil), b.conns...)
 	b.mu.Unlock()
 	// The sender's controller reports the frame sent once it is on the wire.
-	if d := time.Until(at); b.o.Bitrate > 0 && d > 0 {
-		b.sleep(d)
+	if b.o.Bitrate > 0 {
+		waitUntil(at, b.sleep)
 	}
 	if fa.Delay > 0 {
 		b.sleep(fa.Delay)
@@ -165,6 +166,18 @@ func (b *Bus) send(from *memConn, f Frame) error {
 		}
 	}
 	return nil
+}
+
+// waitUntil returns at t: a timer sleep is late by up to a millisecond or
+// more on a loaded machine, longer than a frame at 1 Mbit/s, so it sleeps
+// until a millisecond before and yields the processor in a loop for the rest.
+func waitUntil(t time.Time, sleep func(time.Duration)) {
+	if d := time.Until(t); d > 2*time.Millisecond {
+		sleep(d - time.Millisecond)
+	}
+	for time.Now().Before(t) {
+		runtime.Gosched()
+	}
 }
 
 // memConn is one node on a Bus.

@@ -107,13 +107,24 @@ func (c *socketConn) Send(f Frame) error {
 		return err
 	}
 	b := MarshalFrame(f)
-	if _, err := c.f.Write(b[:]); err != nil {
-		if errors.Is(err, unix.ENETDOWN) {
+	// A full transmit queue (txqueuelen, often 10 on can0) answers ENOBUFS,
+	// not EAGAIN, so the poller does not wait for it: wait here, for at
+	// most about a second (a bus without a listener never drains).
+	for wait := time.Duration(0); ; wait += time.Millisecond {
+		_, err := c.f.Write(b[:])
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.ENOBUFS) && wait < time.Second:
+			time.Sleep(time.Millisecond)
+			continue
+		case errors.Is(err, unix.ENETDOWN):
 			return fmt.Errorf("can %s: %w: interface went down", c.name, ErrInterface)
+		case errors.Is(err, unix.ENOBUFS):
+			return fmt.Errorf("can %s: send: transmit queue full for 1s (no other node acknowledging frames?): %w", c.name, err)
 		}
 		return fmt.Errorf("can %s: send: %w", c.name, err)
 	}
-	return nil
 }
 
 func (c *socketConn) Recv() (Frame, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -277,4 +278,26 @@ func FuzzCANReply(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCANPagesBeyond255: AN3154's Erase numbers pages in one byte; an
+// image on page 300 of a 512-page part is refused with ErrNoCommand (the
+// session makes it fatal) before anything is erased or written.
+func TestCANPagesBeyond255(t *testing.T) {
+	chip, _ := chips.Lookup(0x430)
+	sim, c, _ := startCAN(t, chip, stm32sim.Options{}, can.BusOptions{}, calmOptions())
+	ctx := context.Background()
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f, err := stm32.NewFlasher(c, chip, []stm32.Segment{{Addr: chip.Pages()[300].Addr, Data: image(3, 512)}}, calmOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Run(ctx, nil); !errors.Is(err, stm32.ErrNoCommand) || !strings.Contains(err.Error(), "page 300") {
+		t.Fatalf("Run = %v; want ErrNoCommand naming page 300", err)
+	}
+	if st := sim.Stats(); st.Erases != 0 || st.Commands[stm32.CmdWriteMemory] != 0 {
+		t.Fatalf("the part was touched: %+v", st)
+	}
 }

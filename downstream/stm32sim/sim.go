@@ -171,6 +171,7 @@ func (s *Sim) Reset() {
 
 func (s *Sim) resetLocked() {
 	s.synced = false
+	s.canRate = 0 // the CAN bootloader restarts at 125 kbit/s
 	s.running = false
 	s.resetGen++
 	s.stats.Resets++

@@ -69,6 +69,8 @@ type Config struct {
 	MaxBoots int
 	// Timeout bounds the whole guest run; default 3 minutes.
 	Timeout time.Duration
+	// Files are host files copied into the initramfs (see Binaries).
+	Files []File
 }
 
 // Result is what came back from the guest.
@@ -231,6 +233,11 @@ func BuildInitramfs(path string, k *Kernel, cfg Config, work string) error {
 		}
 		recs = append(recs, cpio.StaticRecord(data, cpio.Info{Name: f.name, Mode: cpio.S_IFREG | 0o755}))
 	}
+	fileRecs, err := fileRecords(cfg.Files)
+	if err != nil {
+		return err
+	}
+	recs = append(recs, fileRecs...)
 	pj, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		return err
