@@ -10,7 +10,8 @@ import (
 // three real drivers: the emulated i6300esb (PCI), the q35 chipset's iTCO
 // watchdog (the one with WDIOC_GETTIMELEFT) and softdog (loaded with
 // soft_noboot=1, so it never resets the guest). Then it lets the i6300esb
-// reset the machine and checks WDIOF_CARDRESET on the second boot.
+// reset the machine and checks WDIOF_CARDRESET on the second boot: the
+// guest must boot exactly twice, and no guest test may skip.
 func TestWatchdogInGuest(t *testing.T) {
 	qemutest.Run(t, qemutest.Config{
 		TestPkg:      "./watchdog",
@@ -20,6 +21,6 @@ func TestWatchdogInGuest(t *testing.T) {
 		ModuleParams: map[string]string{"softdog": "soft_noboot=1"},
 		QEMUArgs:     []string{"-device", "i6300esb", "-watchdog-action", "reset"},
 		Env:          []string{"OTAGW_QEMU_RESET_TEST=1"},
-		MaxBoots:     2,
+		Boots:        2, // exactly: the i6300esb must reset the guest once
 	})
 }
