@@ -38,10 +38,14 @@ import (
 //	        resets the machine
 //	boot 2  the bootloader counted the try (BOOT_B_LEFT one below what the
 //	        daemon left), status and log say watchdog reset (CARDRESET, also
-//	        in sysfs bootstatus); then with watchdog.nowayout a SIGTERM
-//	        leaves the watchdog armed and it resets the machine
-//	boot 3  the same checks after the nowayout reset, then a clean stop
+//	        in sysfs bootstatus), a clean stop disarms; then the daemon with
+//	        watchdog.nowayout: SIGTERM leaves the watchdog armed and it
+//	        resets the machine
+//	boot 3  the checks of boot 2 after the nowayout reset, and a clean stop
 //
+// A boot that found a failure stops before its reset, so the failure is
+// reported (go test prints subtest results only when the top-level test
+// ends, which a reset prevents) and the host sees fewer boots than three.
 // The host demands exactly three boots, no skip in the guest, and reads the
 // environment afterwards with libubootenv's own fw_printenv.
 const (
@@ -208,12 +212,16 @@ func guestWatchdogDaemon(t *testing.T) {
 		t.Fatalf("%s/bootstatus = %q: %v", g.wdSys, note.SysBootStatus, err)
 	}
 	const cardReset = 0x20 // WDIOF_CARDRESET
+	// go test prints a subtest's result only when its top-level test ends,
+	// and a reset ends nothing: a boot that found a failure must not go on
+	// to the reset, or the failure would vanish (the host then sees too few
+	// boots and this boot's FAIL).
 	switch boot {
 	case 1:
 		if bs&cardReset != 0 {
 			t.Fatalf("first power-on but %s/bootstatus = %s has WDIOF_CARDRESET", g.wdSys, note.SysBootStatus)
 		}
-		t.Run("power-on is not a watchdog reset", func(t *testing.T) {
+		ok := t.Run("power-on is not a watchdog reset", func(t *testing.T) {
 			d := g.start(t, false)
 			st := d.status(t)
 			note.WatchdogReset = st.Health.WatchdogReset
@@ -221,8 +229,7 @@ func guestWatchdogDaemon(t *testing.T) {
 				t.Errorf("status health %+v after a power-on; want no watchdog reset", *st.Health)
 			}
 			d.stopClean(t)
-		})
-		t.Run("SIGTERM magic-closes", func(t *testing.T) {
+		}) && t.Run("SIGTERM magic-closes", func(t *testing.T) {
 			d := g.start(t, false)
 			d.stopClean(t)
 			if s := g.sysfs("state"); s != "inactive" {
@@ -233,6 +240,9 @@ func guestWatchdogDaemon(t *testing.T) {
 				t.Fatalf("%s/state = %q three timeouts after a clean stop; want inactive", g.wdSys, s)
 			}
 		})
+		if !ok || t.Failed() {
+			return
+		}
 		t.Run("SIGSTOP resets", func(t *testing.T) {
 			d := g.start(t, false)
 			note.LeftAtEnd = g.waitLeft(t, 3) // the daemon gave the booted slot its tries back
@@ -251,9 +261,8 @@ func guestWatchdogDaemon(t *testing.T) {
 		if prev := g.notes[len(g.notes)-1]; note.LeftAtBoot != prev.LeftAtEnd {
 			t.Errorf("BOOT_B_LEFT = %d at power-on; boot %d left %d (the env on the disk did not persist)", note.LeftAtBoot, prev.Boot, prev.LeftAtEnd)
 		}
-		nowayout := boot == 2
-		t.Run("watchdog reset reported", func(t *testing.T) {
-			d := g.start(t, nowayout)
+		ok := t.Run("watchdog reset reported", func(t *testing.T) {
+			d := g.start(t, false)
 			st := d.status(t)
 			note.WatchdogReset = st.Health.WatchdogReset
 			if !st.Health.WatchdogReset || !slices.Contains(st.Health.BootStatus, "CARDRESET") {
@@ -262,19 +271,26 @@ func guestWatchdogDaemon(t *testing.T) {
 			if !slices.Contains(st.Warnings, "the last boot was a hardware watchdog reset") {
 				t.Errorf("status warnings %q lack the watchdog reset", st.Warnings)
 			}
-			if !d.logged(t, "hardware watchdog armed", "last_boot_was_watchdog_reset", true) {
+			if !d.logged("hardware watchdog armed", "last_boot_was_watchdog_reset", true) {
 				t.Errorf("the daemon's log has no 'hardware watchdog armed' line with last_boot_was_watchdog_reset=true:\n%s", d.out.String())
 			}
 			note.LeftAtEnd = g.waitLeft(t, 3)
-			if !nowayout {
-				d.stopClean(t)
-				if s := g.sysfs("state"); s != "inactive" {
-					t.Errorf("%s/state = %q after a clean stop; want inactive", g.wdSys, s)
-				}
-				note.Phase = "clean"
-				g.write(note)
-				return
+			d.stopClean(t)
+			if s := g.sysfs("state"); s != "inactive" {
+				t.Errorf("%s/state = %q after a clean stop; want inactive", g.wdSys, s)
 			}
+		})
+		if !ok || t.Failed() {
+			return
+		}
+		if boot == 3 {
+			note.Phase = "clean"
+			g.write(note)
+			return
+		}
+		t.Run("SIGTERM with nowayout leaves it armed", func(t *testing.T) {
+			d := g.start(t, true)
+			note.LeftAtEnd = g.waitLeft(t, 3)
 			note.Phase = "nowayout"
 			g.write(note)
 			d.stopClean(t)
@@ -548,7 +564,7 @@ func (d *guestDaemon) stopClean(t *testing.T) {
 }
 
 // logged: a JSON log line with msg and key=value.
-func (d *guestDaemon) logged(t *testing.T, msg, key string, value any) bool {
+func (d *guestDaemon) logged(msg, key string, value any) bool {
 	sc := bufio.NewScanner(strings.NewReader(d.out.String()))
 	for sc.Scan() {
 		var m map[string]any

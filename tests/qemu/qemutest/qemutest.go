@@ -70,7 +70,10 @@ type Config struct {
 	// Default 1, which also runs QEMU with -no-reboot.
 	MaxBoots int
 	// Boots, when set, is exactly how many times the guest must boot (a
-	// reset test that never reset fails); it also sets MaxBoots.
+	// reset test that never reset fails); it also sets MaxBoots. A guest
+	// test that resets the machine should check t.Failed() first: go test
+	// prints subtest results only when the top-level test ends, so the
+	// FAIL of a subtest before a reset never reaches the console.
 	Boots int
 	// ExpectSkips names the guest tests (full names, "TestX/sub") that are
 	// expected to skip, each with the reason. Any other SKIP inside the
