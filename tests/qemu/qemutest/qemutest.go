@@ -517,8 +517,14 @@ func report(t *testing.T, cfg Config, res *Result) {
 	}
 }
 
-// skipReason is the last line a skipped test logged (its t.Skip message).
+// skipReason is the last line a skipped test logged (its t.Skip message),
+// not a kernel message that reached the console after it.
 func skipReason(r *TestResult) string {
+	for i := len(r.Output) - 1; i >= 0; i-- {
+		if logLineRe.MatchString(r.Output[i]) {
+			return strings.TrimSpace(r.Output[i])
+		}
+	}
 	for i := len(r.Output) - 1; i >= 0; i-- {
 		if l := strings.TrimSpace(r.Output[i]); l != "" {
 			return l
@@ -526,6 +532,9 @@ func skipReason(r *TestResult) string {
 	}
 	return "(no reason given)"
 }
+
+// logLineRe is a t.Log line of go test -v: "    file_test.go:12: ...".
+var logLineRe = regexp.MustCompile(`^\s+\S+\.go:\d+: `)
 
 func orUnfinished(s string) string {
 	if s == "" {

@@ -21,9 +21,10 @@ var reportCases = map[string]struct {
 		want:    "--- PASS: TestReport/TestA",
 	},
 	"unexpected-skip": {
-		console:  "OTAGW-QEMU-INIT\n=== RUN   TestA\n    a_test.go:3: no device\n--- SKIP: TestA (0.00s)\nOTAGW-QEMU-EXIT 0\n",
+		console: "OTAGW-QEMU-INIT\n=== RUN   TestA\n    a_test.go:3: no device\n--- SKIP: TestA (0.00s)\n" +
+			"[   22.279801] reboot: Power down\nOTAGW-QEMU-EXIT 0\n",
 		wantFail: true,
-		want:     "guest test TestA (boot 1) skipped inside the guest: a_test.go:3: no device",
+		want:     "guest test TestA (boot 1) skipped inside the guest: a_test.go:3: no device;",
 	},
 	"unexpected-subtest-skip": {
 		console: "OTAGW-QEMU-INIT\n=== RUN   TestA\n=== RUN   TestA/x\n    a_test.go:3: no x\n" +
