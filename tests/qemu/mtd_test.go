@@ -12,6 +12,7 @@ import (
 // nandsim is loaded with eraseblock 0 bad, and OTAGW_MTD_BAD_BLOCK0=1 makes
 // TestRealMTDNAND assert that copy 0 moved to block 1; no guest test may skip.
 func TestMTDInGuest(t *testing.T) {
+	t.Parallel()
 	qemutest.Run(t, qemutest.Config{
 		TestPkg: "./abboot/ubootenv",
 		TestRun: "^TestRealMTD",

@@ -71,6 +71,9 @@ func TestWatchdogDaemonInGuest(t *testing.T) {
 		guestWatchdogDaemon(t)
 		return
 	}
+	// Each guest is its own QEMU process with one TCG thread; the guest
+	// tests of this package run side by side on a machine's cores.
+	t.Parallel()
 	for _, tool := range []string{"fw_setenv", "fw_printenv"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("needs %s (Debian libubootenv-tool, scripts/test-deps.sh): %v", tool, err)

@@ -2,6 +2,7 @@ package qemu_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/otagw/otagw/tests/qemu/qemutest"
 )
@@ -13,6 +14,7 @@ import (
 // reset the machine and checks WDIOF_CARDRESET on the second boot: the
 // guest must boot exactly twice, and no guest test may skip.
 func TestWatchdogInGuest(t *testing.T) {
+	t.Parallel()
 	qemutest.Run(t, qemutest.Config{
 		TestPkg:      "./watchdog",
 		TestRun:      "^TestReal",
@@ -22,5 +24,8 @@ func TestWatchdogInGuest(t *testing.T) {
 		QEMUArgs:     []string{"-device", "i6300esb", "-watchdog-action", "reset"},
 		Env:          []string{"OTAGW_QEMU_RESET_TEST=1"},
 		Boots:        2, // exactly: the i6300esb must reset the guest once
+		// Two boots in TCG took 3 minutes next to the package's other
+		// guests on a loaded 2-core machine; the default 3 is too tight.
+		Timeout: 6 * time.Minute,
 	})
 }
