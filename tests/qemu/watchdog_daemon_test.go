@@ -32,7 +32,8 @@ import (
 // U-Boot, reading the env through fw_env.config) counts BOOT_B_LEFT down,
 // then `otagw daemon` starts on the uboot backend with watchdog.enabled.
 //
-//	boot 1  normal power-on: status says no watchdog reset; SIGTERM (what
+//	boot 1  normal power-on: status says no watchdog reset, the daemon keeps
+//	        the machine up for three timeouts by petting; SIGTERM (what
 //	        systemctl stop sends) magic-closes, the watchdog stays off for
 //	        three timeouts; then the daemon again, SIGSTOP: the i6300esb
 //	        resets the machine
@@ -224,12 +225,19 @@ func guestWatchdogDaemon(t *testing.T) {
 		if bs&cardReset != 0 {
 			t.Fatalf("first power-on but %s/bootstatus = %s has WDIOF_CARDRESET", g.wdSys, note.SysBootStatus)
 		}
-		ok := t.Run("power-on is not a watchdog reset", func(t *testing.T) {
+		ok := t.Run("power-on is not a watchdog reset, the daemon pets", func(t *testing.T) {
 			d := g.start(t, false)
 			st := d.status(t)
 			note.WatchdogReset = st.Health.WatchdogReset
 			if st.Health.WatchdogReset || len(st.Health.BootStatus) != 0 {
 				t.Errorf("status health %+v after a power-on; want no watchdog reset", *st.Health)
+			}
+			// Armed for three timeouts: without the daemon's petting the
+			// machine resets here, and the next boot fails on its
+			// unexpected CARDRESET.
+			time.Sleep(3 * wdTimeout)
+			if st := d.status(t); !st.Health.Healthy || g.sysfs("state") != "active" {
+				t.Errorf("after three timeouts: health %+v, %s/state %q; want healthy and active", *st.Health, g.wdSys, g.sysfs("state"))
 			}
 			d.stopClean(t)
 		}) && t.Run("SIGTERM magic-closes", func(t *testing.T) {
