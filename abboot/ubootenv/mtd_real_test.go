@@ -32,6 +32,10 @@ func findMTD(typ string) string {
 // inside the QEMU guest of tests/qemu (loaded with badblocks=0, so eraseblock
 // 0 is bad and copy 0 must move to its spare block). OTAGW_MTD_DEVICE names
 // another device. Without one it skips: this kernel has no MTD.
+//
+// OTAGW_MTD_BAD_BLOCK0=1 (set by tests/qemu, which made eraseblock 0 bad)
+// demands the move: block 0 must read as bad and copy 0 must be found in
+// block 1, not merely wherever the device allowed.
 func TestRealMTDNAND(t *testing.T) {
 	dev := os.Getenv("OTAGW_MTD_DEVICE")
 	if dev == "" {
@@ -81,6 +85,9 @@ func TestRealMTDNAND(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if want := os.Getenv("OTAGW_MTD_BAD_BLOCK0") == "1"; want && !bad0 {
+		t.Fatalf("%s: eraseblock 0 is not bad (MEMGETBADBLOCK), but the harness made it bad (nandsim badblocks=0): the bad-block move is not exercised", dev)
+	}
 	at := int64(0)
 	if bad0 {
 		at = es
@@ -89,8 +96,14 @@ func TestRealMTDNAND(t *testing.T) {
 	if _, err := f.ReadAt(raw, at); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := DecodeImage(raw, true); err != nil {
+	env, _, err := DecodeImage(raw, true)
+	if err != nil {
 		t.Fatalf("copy 0 not at 0x%x (block 0 bad: %v): %v", at, bad0, err)
+	}
+	// The copy found there is one the store wrote (its last or the one
+	// before), not stale bytes.
+	if n := env["n"]; n != "6" && n != "5" {
+		t.Fatalf("copy 0 at 0x%x holds n=%q; want 6 or 5 (the two last writes alternate between the copies)", at, n)
 	}
 	t.Logf("%s: NAND, erase size 0x%x, block 0 bad: %v", dev, es, bad0)
 }

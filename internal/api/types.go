@@ -90,6 +90,13 @@ type Liveness struct {
 	Hardware bool     `json:"hardware_watchdog"`
 	Device   string   `json:"device,omitempty"`
 	Timeout  string   `json:"timeout,omitempty"`
+	// WatchdogReset: the hardware watchdog's driver says the previous boot
+	// ended in a watchdog reset (WDIOF_CARDRESET in WDIOC_GETBOOTSTATUS,
+	// read when the daemon opened the device).
+	WatchdogReset bool `json:"last_boot_watchdog_reset"`
+	// BootStatus names every cause in that boot status ("CARDRESET"),
+	// empty after a normal power-on.
+	BootStatus []string `json:"boot_status,omitempty"`
 }
 
 // Assessment is the outcome of this boot's assessment.

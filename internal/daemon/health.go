@@ -159,6 +159,8 @@ func (h *healthPart) status(s *api.Status) {
 		if h.hw != nil {
 			s.Health.Device = h.hw.Device()
 			s.Health.Timeout = h.hw.Timeout().String()
+			s.Health.WatchdogReset = h.hw.BootStatus().WatchdogReset()
+			s.Health.BootStatus = h.hw.BootStatus().Reasons()
 		}
 	}
 }

@@ -26,10 +26,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +69,20 @@ type Config struct {
 	// test reset the machine (a watchdog firing) and check the next boot.
 	// Default 1, which also runs QEMU with -no-reboot.
 	MaxBoots int
+	// Boots, when set, is exactly how many times the guest must boot (a
+	// reset test that never reset fails); it also sets MaxBoots. A guest
+	// test that resets the machine should check t.Failed() first: go test
+	// prints subtest results only when the top-level test ends, so the
+	// FAIL of a subtest before a reset never reaches the console.
+	Boots int
+	// ExpectSkips names the guest tests (full names, "TestX/sub") that are
+	// expected to skip, each with the reason. Any other SKIP inside the
+	// guest fails the host test, and so does a listed test that did not
+	// skip: a guest test must not quietly pass by skipping.
+	ExpectSkips map[string]string
+	// Binaries are more Go programs for the initramfs: guest path (absolute,
+	// "/bin/otagw") to the package to build ("./cmd/otagw"), static.
+	Binaries map[string]string
 	// Timeout bounds the whole guest run; default 3 minutes.
 	Timeout time.Duration
 	// Files are host files copied into the initramfs (see Binaries).
@@ -96,6 +112,9 @@ func Run(t *testing.T, cfg Config) *Result {
 	t.Helper()
 	if testing.Short() && os.Getenv("CI") == "" {
 		t.Skip("qemu guest tests need a few seconds of TCG emulation; skipped with -short outside CI")
+	}
+	if cfg.Boots > 0 {
+		cfg.MaxBoots = cfg.Boots
 	}
 	if cfg.MaxBoots <= 0 {
 		cfg.MaxBoots = 1
@@ -141,7 +160,18 @@ func Run(t *testing.T, cfg Config) *Result {
 		}
 		t.Fatalf("qemu guest: %v", err)
 	}
+	if err := checkBoots(cfg, res); err != nil {
+		t.Fatal(err)
+	}
 	return res
+}
+
+// checkBoots holds a run to Config.Boots, when set.
+func checkBoots(cfg Config, res *Result) error {
+	if cfg.Boots > 0 && res.Boots != cfg.Boots {
+		return fmt.Errorf("the guest booted %d times; the test expects exactly %d (a reset that did not happen, or one too many)", res.Boots, cfg.Boots)
+	}
+	return nil
 }
 
 // moduleRoot is the directory of go.mod.
@@ -210,6 +240,7 @@ func BuildInitramfs(path string, k *Kernel, cfg Config, work string) error {
 		p.Args = append(p.Args, "-test.run", cfg.TestRun)
 	}
 	recs := []cpio.Record{
+		cpio.Directory("bin", 0o755),
 		cpio.Directory("dev", 0o755),
 		cpio.CharDev("dev/console", 0o600, 5, 1),
 		cpio.Directory("proc", 0o755),
@@ -226,7 +257,19 @@ func BuildInitramfs(path string, k *Kernel, cfg Config, work string) error {
 		recs = append(recs, cpio.StaticRecord(data, cpio.Info{Name: name, Mode: cpio.S_IFREG | 0o644}))
 		p.Modules = append(p.Modules, planModule{Name: m.Name, Path: "/" + name, Params: cfg.ModuleParams[m.Name]})
 	}
-	for _, f := range []struct{ src, name string }{{initBin, "init"}, {testBin, "test.bin"}} {
+	files := []struct{ src, name string }{{initBin, "init"}, {testBin, "test.bin"}}
+	for i, guest := range slices.Sorted(maps.Keys(cfg.Binaries)) {
+		name := strings.TrimPrefix(filepath.Clean(guest), "/")
+		if !filepath.IsAbs(guest) || filepath.Dir(name) != "bin" {
+			return fmt.Errorf("qemutest.Config.Binaries: guest path %q: want /bin/NAME", guest)
+		}
+		bin := filepath.Join(work, fmt.Sprintf("extra-%d", i))
+		if err := goBuild(root, "build", "-o", bin, cfg.Binaries[guest]); err != nil {
+			return err
+		}
+		files = append(files, struct{ src, name string }{bin, name})
+	}
+	for _, f := range files {
 		data, err := os.ReadFile(f.src)
 		if err != nil {
 			return err
@@ -403,19 +446,41 @@ func ParseTestOutput(console string) []*TestResult {
 	return all
 }
 
-// report mirrors the guest's tests as subtests of t.
+// report mirrors the guest's tests as subtests of t. A SKIP inside the
+// guest, on any boot, fails t unless cfg.ExpectSkips names that test; a
+// FAIL on an earlier boot (before a reset) fails t too.
 func report(t *testing.T, cfg Config, res *Result) {
 	t.Helper()
 	last := 0
 	for _, r := range res.Tests {
 		last = max(last, r.Boot)
 	}
+	skipped := map[string]bool{}
+	// skip judges one guest SKIP: expected (with its reason) or an error.
+	skip := func(t *testing.T, r *TestResult) (expected bool) {
+		t.Helper()
+		skipped[r.Name] = true
+		why := skipReason(r)
+		if reason, ok := cfg.ExpectSkips[r.Name]; ok {
+			t.Logf("guest test %s skipped as expected (%s): %s", r.Name, reason, why)
+			return true
+		}
+		t.Errorf("guest test %s (boot %d) skipped inside the guest: %s; a guest skip fails the host test unless qemutest.Config.ExpectSkips names it with the reason", r.Name, r.Boot, why)
+		return false
+	}
 	children := map[string][]*TestResult{}
 	var tops []*TestResult
 	for _, r := range res.Tests {
 		if r.Boot != last {
-			// Earlier boots ended in a reset; their tests are logged only.
+			// Earlier boots ended in a reset: an unfinished test is what a
+			// reset looks like, but a finished one still counts.
 			t.Logf("boot %d: %s %s", r.Boot, r.Name, orUnfinished(r.Status))
+			switch r.Status {
+			case "FAIL":
+				t.Errorf("guest test %s failed on boot %d (before a reset):\n%s", r.Name, r.Boot, strings.Join(r.Output, "\n"))
+			case "SKIP":
+				skip(t, r)
+			}
 			continue
 		}
 		if i := strings.LastIndexByte(r.Name, '/'); i >= 0 {
@@ -436,7 +501,9 @@ func report(t *testing.T, cfg Config, res *Result) {
 		case "FAIL":
 			t.Errorf("guest test %s failed", r.Name)
 		case "SKIP":
-			t.Skipf("guest test %s skipped", r.Name)
+			if skip(t, r) {
+				t.SkipNow()
+			}
 		case "":
 			t.Errorf("guest test %s never finished", r.Name)
 		}
@@ -447,10 +514,34 @@ func report(t *testing.T, cfg Config, res *Result) {
 	if len(tops) == 0 {
 		t.Errorf("the guest ran no test of %s matching %q", cfg.TestPkg, cfg.TestRun)
 	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.ExpectSkips)) {
+		if !skipped[name] {
+			t.Errorf("guest test %s is listed in ExpectSkips (%s) but did not skip; remove it from the list", name, cfg.ExpectSkips[name])
+		}
+	}
 	if res.ExitCode != 0 {
 		t.Errorf("guest test binary exited with %d", res.ExitCode)
 	}
 }
+
+// skipReason is the last line a skipped test logged (its t.Skip message),
+// not a kernel message that reached the console after it.
+func skipReason(r *TestResult) string {
+	for i := len(r.Output) - 1; i >= 0; i-- {
+		if logLineRe.MatchString(r.Output[i]) {
+			return strings.TrimSpace(r.Output[i])
+		}
+	}
+	for i := len(r.Output) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(r.Output[i]); l != "" {
+			return l
+		}
+	}
+	return "(no reason given)"
+}
+
+// logLineRe is a t.Log line of go test -v: "    file_test.go:12: ...".
+var logLineRe = regexp.MustCompile(`^\s+\S+\.go:\d+: `)
 
 func orUnfinished(s string) string {
 	if s == "" {
