@@ -196,6 +196,21 @@ func (g *gw) waitEvent(s *subscriber, what string, pred func(api.Event) bool) ap
 	}
 }
 
+// waitFile waits for a file the daemon writes after an event and returns
+// its contents; the bound on the wall clock only catches a hang.
+func (g *gw) waitFile(path, what string) string {
+	g.t.Helper()
+	for i := 0; ; i++ {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+			return string(b)
+		}
+		if i > 6000 {
+			g.t.Fatalf("no %s (%s)", what, path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // noEvent: nothing on s (already published) satisfies pred.
 func (g *gw) noEvent(s *subscriber, what string, pred func(api.Event) bool) {
 	g.t.Helper()
@@ -351,5 +366,45 @@ func TestFlashRefusedOutsideWindow(t *testing.T) {
 	}
 	if r := g.status().MCUs; len(r) != 1 || r[0].Result != "success" || r[0].Version != "1.2.0" {
 		t.Errorf("device record after the flash in the window: %+v", r)
+	}
+}
+
+// TestRebootAtNextWindow: with reboot: window, an install outside the
+// window leaves the release installed with its reboot dated at the next
+// window's start (status reboot_at); nothing reboots while the fake clock
+// is short of it, and the reboot command runs once it gets there.
+func TestRebootAtNextWindow(t *testing.T) {
+	g := newGW(t, nightWindow+"  reboot: window\n")
+	g.start()
+	evs := g.events()
+	if err := g.install(g.bundleURL("2.0.0")); err != nil {
+		t.Fatalf("install: %v", err)
+	}
+	g.waitEvent(evs, "installed", entered(api.StateInstalled))
+	st := g.status()
+	if m := st.Maintenance; m == nil || m.RebootAt == nil || !m.RebootAt.Equal(nightStart) || m.Open || m.Window != "night" {
+		t.Fatalf("status maintenance %+v, want the reboot at %v", st.Maintenance, nightStart)
+	}
+	if st.State != api.StateInstalled {
+		t.Fatalf("state %s after the install, want installed", st.State)
+	}
+	// One second short of the window: the reboot job has not run.
+	g.clock.Advance(nightStart.Add(-time.Second).Sub(g.clock.Now()))
+	if _, err := os.Stat(g.rebootMarker()); err == nil {
+		t.Fatalf("rebooted before the window opened")
+	}
+	g.noEvent(evs, "a reboot before the window", entered(api.StateRebooting))
+	if st := g.status(); st.State != api.StateInstalled || st.Maintenance.RebootAt == nil {
+		t.Fatalf("before the window: state %s, maintenance %+v", st.State, st.Maintenance)
+	}
+	g.clock.Advance(time.Second)
+	ev := g.waitEvent(evs, "the reboot at the window's start", entered(api.StateRebooting))
+	if !ev.Time.Equal(nightStart) || !strings.Contains(ev.Message, `maintenance window "night"`) || !strings.Contains(ev.Message, "2.0.0") {
+		t.Errorf("reboot event %+v, want one at %v naming the window and the release", ev, nightStart)
+	}
+	// The flow enters rebooting, then runs the command.
+	why := g.waitFile(g.rebootMarker(), "the reboot command's marker")
+	if !strings.Contains(why, `maintenance window "night"`) {
+		t.Errorf("reboot reason %q", why)
 	}
 }
