@@ -20,8 +20,10 @@ type windows interface {
 	// allowed says whether work of kind (window.Install, window.Flash)
 	// may start now; force is the operator's --now.
 	allowed(kind string, force bool) error
-	// whenAllowed runs fn now, or at the start of the next window.
-	whenAllowed(kind, what string, fn func())
+	// whenAllowed runs fn now and returns the zero time, or schedules it
+	// at the start of the next window and returns that start and the
+	// window's name; the error says it could do neither.
+	whenAllowed(kind, what string, fn func()) (time.Time, string, error)
 	// scheduleReboot arranges the reboot into version when the policy
 	// says maintenance.reboot: window.
 	scheduleReboot(version string)
@@ -123,21 +125,29 @@ func (m *maintenancePart) scheduleReboot(version string) {
 	m.log.Info("reboot into the new release scheduled", zap.String("window", w.Name), zap.Time("at", at), zap.String("version", version))
 }
 
-// whenAllowed runs fn now when work of kind may start, else at the start
-// of the next window (a gocron one-time job).
-func (m *maintenancePart) whenAllowed(kind, what string, fn func()) {
+// whenAllowed runs fn now when work of kind may start (and returns the
+// zero time), else schedules it at the start of the next window (a gocron
+// one-time job on the daemon's clock) and returns that start and the
+// window's name. A job that cannot be scheduled because the clock reached
+// the window meanwhile runs now.
+func (m *maintenancePart) whenAllowed(kind, what string, fn func()) (time.Time, string, error) {
 	if m.allowed(kind, false) == nil {
 		fn()
-		return
+		return time.Time{}, "", nil
 	}
 	m.mu.Lock()
 	at, w := m.plan.Next(m.clock.Now())
 	m.mu.Unlock()
 	if _, err := m.sched.NewJob(gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at)), gocron.NewTask(fn)); err != nil {
-		m.log.Error("scheduling "+what, zap.Error(err))
-		return
+		if m.allowed(kind, false) == nil {
+			fn()
+			return time.Time{}, "", nil
+		}
+		m.log.Error("scheduling "+what, zap.String("window", w.Name), zap.Time("at", at), zap.Error(err))
+		return time.Time{}, "", fmt.Errorf("scheduling %s for maintenance window %q at %s: %w", what, w.Name, at.Format(time.RFC3339), err)
 	}
 	m.log.Info(what+" waits for the maintenance window", zap.String("window", w.Name), zap.Time("at", at))
+	return at, w.Name, nil
 }
 
 func (m *maintenancePart) cancelReboot() {

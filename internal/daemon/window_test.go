@@ -180,7 +180,7 @@ func (g *gw) events() *subscriber {
 // catches a hang (no behaviour is timed).
 func (g *gw) waitEvent(s *subscriber, what string, pred func(api.Event) bool) api.Event {
 	g.t.Helper()
-	bound := time.After(2 * time.Minute)
+	bound := time.After(time.Minute)
 	for {
 		select {
 		case ev, ok := <-s.C:
@@ -204,7 +204,7 @@ func (g *gw) waitFile(path, what string) string {
 		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
 			return string(b)
 		}
-		if i > 6000 {
+		if i > 1500 {
 			g.t.Fatalf("no %s (%s)", what, path)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -406,5 +406,78 @@ func TestRebootAtNextWindow(t *testing.T) {
 	why := g.waitFile(g.rebootMarker(), "the reboot command's marker")
 	if !strings.Contains(why, `maintenance window "night"`) {
 		t.Errorf("reboot reason %q", why)
+	}
+}
+
+// waitMessage waits until the state's message contains want.
+func (g *gw) waitMessage(want string) api.Status {
+	g.t.Helper()
+	for i := 0; ; i++ {
+		st := g.status()
+		if strings.Contains(st.Message, want) {
+			return st
+		}
+		if i > 1500 {
+			g.t.Fatalf("state %s: message %q, want it to contain %q", st.State, st.Message, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestReleaseFirmwareWaitsForWindow: the MCU firmware a release carries
+// is fanned out after its commit; with flash: window and no window open
+// it waits for the next one. The whole path runs: the install of a bundle
+// with an STM32 package, the "reboot" into the new slot (a restart with
+// the kernel command line naming it), the assessment and the commit. The
+// device is not touched until the fake clock reaches the window's start,
+// and is flashed then. A restart while the firmware waits does not lose
+// it.
+func TestReleaseFirmwareWaitsForWindow(t *testing.T) {
+	sim, port := stm32(t)
+	g := newGW(t, nightWindow+"  flash: window\n"+fleetYAML(port))
+	pkg, img := g.mcuPackage("1.3.0")
+	g.start()
+	if err := g.install(g.bundleURL("2.0.0", pkg)); err != nil {
+		t.Fatalf("install: %v", err)
+	}
+	if st := g.status(); st.State != api.StateInstalled {
+		t.Fatalf("state %s after the install, want installed", st.State)
+	}
+	g.stop()
+	g.boot("B") // the reboot into the new release
+	g.start()
+	want := fmt.Sprintf("waits for maintenance window %q at %s", "night", nightStart.Format(time.RFC3339))
+	st := g.waitMessage(want)
+	if st.State != api.StateCommitted || st.Release == nil || st.Release.Committed != "2.0.0" {
+		t.Fatalf("after the reboot: state %s, release %+v; want 2.0.0 committed", st.State, st.Release)
+	}
+	// A restart while the firmware waits: it waits again.
+	g.stop()
+	g.start()
+	g.waitMessage(want)
+	evs := g.events()
+	g.clock.Advance(nightStart.Add(-time.Second).Sub(g.clock.Now()))
+	g.noEvent(evs, "a fan-out before the window", entered(api.StateFlashing))
+	if st := g.status(); st.State != api.StateCommitted || st.MCUs[0].Result != "" {
+		t.Fatalf("one second before the window: state %s, devices %+v", st.State, st.MCUs)
+	}
+	if bytes.Equal(sim.Flash()[:len(img)], img) {
+		t.Fatalf("the device was flashed before the window")
+	}
+	g.clock.Advance(time.Second)
+	ev := g.waitEvent(evs, "the fan-out at the window's start", entered(api.StateFlashing))
+	if !ev.Time.Equal(nightStart) || ev.Release != "1.3.0" {
+		t.Errorf("fan-out event %+v, want one at %v for 1.3.0", ev, nightStart)
+	}
+	done := g.waitEvent(evs, "the fan-out's end", func(ev api.Event) bool { return ev.Type == api.EventDone && ev.State == api.StateFlashing })
+	if len(done.Devices) != 1 || done.Devices[0].Result != "success" || done.Devices[0].Version != "1.3.0" {
+		t.Errorf("fan-out result %+v", done.Devices)
+	}
+	g.waitEvent(evs, "the return to committed", entered(api.StateCommitted))
+	if !bytes.Equal(sim.Flash()[:len(img)], img) {
+		t.Errorf("the device's flash is not the release's image after the window opened")
+	}
+	if p := g.d.mcu.rec.payloads(); len(p) != 0 {
+		t.Errorf("the release's firmware is still waiting after its fan-out: %v", p)
 	}
 }
