@@ -49,6 +49,17 @@ type maintenancePart struct {
 	plan     *window.Plan
 	rebootAt time.Time
 	job      gocron.Job
+	// work is what whenAllowed put off to a window, by its description.
+	work map[string]*waitingWork
+}
+
+// waitingWork is work put off to the start of a window.
+type waitingWork struct {
+	kind   string
+	fn     func()
+	job    gocron.Job
+	at     time.Time
+	window string
 }
 
 func (m *maintenancePart) start(ctx context.Context) error {
@@ -70,7 +81,17 @@ func (m *maintenancePart) reload(cfg *config.Config) {
 	}
 	m.mu.Lock()
 	m.plan = p
+	// Work waiting for a window is planned again on the new windows (it
+	// runs now when the new config allows it).
+	work := m.work
+	m.work = nil
+	for _, ww := range work {
+		m.sched.RemoveJob(ww.job.ID())
+	}
 	m.mu.Unlock()
+	for what, ww := range work {
+		m.whenAllowed(ww.kind, what, ww.fn)
+	}
 	// A release waiting for its reboot gets it scheduled (again).
 	if v, ok := m.waiting(); ok {
 		m.scheduleReboot(v)
@@ -128,17 +149,43 @@ func (m *maintenancePart) scheduleReboot(version string) {
 // whenAllowed runs fn now when work of kind may start (and returns the
 // zero time), else schedules it at the start of the next window (a gocron
 // one-time job on the daemon's clock) and returns that start and the
-// window's name. A job that cannot be scheduled because the clock reached
-// the window meanwhile runs now.
+// window's name. what names the work: the same work asked again replaces
+// the earlier request, and a reload plans it again on the new windows. A
+// job that cannot be scheduled because the clock reached the window
+// meanwhile runs now.
 func (m *maintenancePart) whenAllowed(kind, what string, fn func()) (time.Time, string, error) {
+	m.mu.Lock()
+	if ww := m.work[what]; ww != nil {
+		m.sched.RemoveJob(ww.job.ID())
+		delete(m.work, what)
+	}
+	m.mu.Unlock()
 	if m.allowed(kind, false) == nil {
 		fn()
 		return time.Time{}, "", nil
 	}
 	m.mu.Lock()
 	at, w := m.plan.Next(m.clock.Now())
+	ww := &waitingWork{kind: kind, fn: fn, at: at, window: w.Name}
+	job, err := m.sched.NewJob(gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at)), gocron.NewTask(func() {
+		m.mu.Lock()
+		if m.work[what] != ww { // replaced or planned again meanwhile
+			m.mu.Unlock()
+			return
+		}
+		delete(m.work, what)
+		m.mu.Unlock()
+		fn()
+	}))
+	if err == nil {
+		ww.job = job
+		if m.work == nil {
+			m.work = map[string]*waitingWork{}
+		}
+		m.work[what] = ww
+	}
 	m.mu.Unlock()
-	if _, err := m.sched.NewJob(gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at)), gocron.NewTask(fn)); err != nil {
+	if err != nil {
 		if m.allowed(kind, false) == nil {
 			fn()
 			return time.Time{}, "", nil
@@ -183,6 +230,12 @@ func (m *maintenancePart) status(s *api.Status) {
 	if !m.rebootAt.IsZero() {
 		at := m.rebootAt
 		mt.RebootAt = &at
+	}
+	for _, ww := range m.work {
+		if ww.kind == window.Flash && (mt.FlashAt == nil || ww.at.Before(*mt.FlashAt)) {
+			at := ww.at
+			mt.FlashAt = &at
+		}
 	}
 	s.Maintenance = mt
 }

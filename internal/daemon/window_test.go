@@ -409,16 +409,17 @@ func TestRebootAtNextWindow(t *testing.T) {
 	}
 }
 
-// waitMessage waits until the state's message contains want.
-func (g *gw) waitMessage(want string) api.Status {
+// waitFlashAt waits until status says the release's firmware waits for
+// the window opening at at.
+func (g *gw) waitFlashAt(at time.Time) api.Status {
 	g.t.Helper()
 	for i := 0; ; i++ {
 		st := g.status()
-		if strings.Contains(st.Message, want) {
+		if m := st.Maintenance; m != nil && m.FlashAt != nil && m.FlashAt.Equal(at) {
 			return st
 		}
 		if i > 1500 {
-			g.t.Fatalf("state %s: message %q, want it to contain %q", st.State, st.Message, want)
+			g.t.Fatalf("state %s (%s): maintenance %+v, want flash_at %v", st.State, st.Message, st.Maintenance, at)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -426,12 +427,12 @@ func (g *gw) waitMessage(want string) api.Status {
 
 // TestReleaseFirmwareWaitsForWindow: the MCU firmware a release carries
 // is fanned out after its commit; with flash: window and no window open
-// it waits for the next one. The whole path runs: the install of a bundle
-// with an STM32 package, the "reboot" into the new slot (a restart with
-// the kernel command line naming it), the assessment and the commit. The
-// device is not touched until the fake clock reaches the window's start,
-// and is flashed then. A restart while the firmware waits does not lose
-// it.
+// it waits for the next one (status flash_at). The whole path runs: the
+// install of a bundle with an STM32 package, the "reboot" into the new
+// slot (a restart with the kernel command line naming it), the assessment
+// and the commit. A restart while the firmware waits does not lose it; a
+// reload that moves the window moves it. The device is not touched until
+// the fake clock reaches the window's start, and is flashed then.
 func TestReleaseFirmwareWaitsForWindow(t *testing.T) {
 	sim, port := stm32(t)
 	g := newGW(t, nightWindow+"  flash: window\n"+fleetYAML(port))
@@ -446,28 +447,44 @@ func TestReleaseFirmwareWaitsForWindow(t *testing.T) {
 	g.stop()
 	g.boot("B") // the reboot into the new release
 	g.start()
-	want := fmt.Sprintf("waits for maintenance window %q at %s", "night", nightStart.Format(time.RFC3339))
-	st := g.waitMessage(want)
+	st := g.waitFlashAt(nightStart)
 	if st.State != api.StateCommitted || st.Release == nil || st.Release.Committed != "2.0.0" {
 		t.Fatalf("after the reboot: state %s, release %+v; want 2.0.0 committed", st.State, st.Release)
+	}
+	if want := fmt.Sprintf("waits for maintenance window %q at %s", "night", nightStart.Format(time.RFC3339)); !strings.Contains(st.Message, want) {
+		t.Errorf("state message %q, want it to say %q", st.Message, want)
 	}
 	// A restart while the firmware waits: it waits again.
 	g.stop()
 	g.start()
-	g.waitMessage(want)
+	g.waitFlashAt(nightStart)
 	evs := g.events()
+	untouched := func(when string) {
+		t.Helper()
+		g.noEvent(evs, "a fan-out "+when, entered(api.StateFlashing))
+		if st := g.status(); st.State != api.StateCommitted || st.MCUs[0].Result != "" {
+			t.Fatalf("%s: state %s, devices %+v", when, st.State, st.MCUs)
+		}
+		if bytes.Equal(sim.Flash()[:len(img)], img) {
+			t.Fatalf("the device was flashed %s", when)
+		}
+	}
 	g.clock.Advance(nightStart.Add(-time.Second).Sub(g.clock.Now()))
-	g.noEvent(evs, "a fan-out before the window", entered(api.StateFlashing))
-	if st := g.status(); st.State != api.StateCommitted || st.MCUs[0].Result != "" {
-		t.Fatalf("one second before the window: state %s, devices %+v", st.State, st.MCUs)
+	untouched("one second before the window")
+	// The window moves to 04:00: the firmware waits for the new start.
+	late := nightStart.Add(2 * time.Hour)
+	cfg, _ := os.ReadFile(g.cfgPath)
+	os.WriteFile(g.cfgPath, bytes.Replace(cfg, []byte(`"0 2 * * *"`), []byte(`"0 4 * * *"`), 1), 0o644)
+	if err := api.NewClient(g.socket).Post(context.Background(), "/v1/reload", nil, nil); err != nil {
+		t.Fatalf("reload: %v", err)
 	}
-	if bytes.Equal(sim.Flash()[:len(img)], img) {
-		t.Fatalf("the device was flashed before the window")
-	}
+	g.waitFlashAt(late)
+	g.clock.Advance(late.Add(-time.Second).Sub(g.clock.Now()))
+	untouched("at the old window's start, moved by a reload")
 	g.clock.Advance(time.Second)
 	ev := g.waitEvent(evs, "the fan-out at the window's start", entered(api.StateFlashing))
-	if !ev.Time.Equal(nightStart) || ev.Release != "1.3.0" {
-		t.Errorf("fan-out event %+v, want one at %v for 1.3.0", ev, nightStart)
+	if !ev.Time.Equal(late) || ev.Release != "1.3.0" {
+		t.Errorf("fan-out event %+v, want one at %v for 1.3.0", ev, late)
 	}
 	done := g.waitEvent(evs, "the fan-out's end", func(ev api.Event) bool { return ev.Type == api.EventDone && ev.State == api.StateFlashing })
 	if len(done.Devices) != 1 || done.Devices[0].Result != "success" || done.Devices[0].Version != "1.3.0" {
@@ -479,5 +496,8 @@ func TestReleaseFirmwareWaitsForWindow(t *testing.T) {
 	}
 	if p := g.d.mcu.rec.payloads(); len(p) != 0 {
 		t.Errorf("the release's firmware is still waiting after its fan-out: %v", p)
+	}
+	if m := g.status().Maintenance; m.FlashAt != nil {
+		t.Errorf("status still says the firmware waits: flash_at %v", m.FlashAt)
 	}
 }
