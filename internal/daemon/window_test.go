@@ -171,8 +171,9 @@ func (g *gw) status() api.Status {
 
 // events subscribes to the daemon's bus (what GET /v1/events streams).
 func (g *gw) events() *subscriber {
-	s, _ := g.d.bus.subscribe(4096, nil)
-	g.t.Cleanup(func() { g.d.bus.unsubscribe(s) })
+	b := g.d.bus
+	s, _ := b.subscribe(4096, nil)
+	g.t.Cleanup(func() { b.unsubscribe(s) })
 	return s
 }
 
@@ -371,8 +372,9 @@ func TestFlashRefusedOutsideWindow(t *testing.T) {
 
 // TestRebootAtNextWindow: with reboot: window, an install outside the
 // window leaves the release installed with its reboot dated at the next
-// window's start (status reboot_at); nothing reboots while the fake clock
-// is short of it, and the reboot command runs once it gets there.
+// window's start (status reboot_at), also after a restart; nothing reboots
+// while the fake clock is short of it, and the reboot command runs once it
+// gets there.
 func TestRebootAtNextWindow(t *testing.T) {
 	g := newGW(t, nightWindow+"  reboot: window\n")
 	g.start()
@@ -387,6 +389,13 @@ func TestRebootAtNextWindow(t *testing.T) {
 	}
 	if st.State != api.StateInstalled {
 		t.Fatalf("state %s after the install, want installed", st.State)
+	}
+	// A restart before the window: the reboot is dated there again.
+	g.stop()
+	g.start()
+	evs = g.events()
+	if m := g.status().Maintenance; m == nil || m.RebootAt == nil || !m.RebootAt.Equal(nightStart) {
+		t.Fatalf("after a restart: status maintenance %+v, want the reboot at %v", m, nightStart)
 	}
 	// One second short of the window: the reboot job has not run.
 	g.clock.Advance(nightStart.Add(-time.Second).Sub(g.clock.Now()))
