@@ -32,6 +32,8 @@ type mcuPart struct {
 	windows windows
 	rec     fleetRecord
 
+	// ctx ends the fan-outs at stop; made with the part (newParts), since
+	// the health part's commit may start one before this part's start.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -55,7 +57,6 @@ type fleetRecord interface {
 }
 
 func (m *mcuPart) start(ctx context.Context) error {
-	m.ctx, m.cancel = context.WithCancel(context.Background())
 	switch m.flow.State() {
 	case api.StateFlashing:
 		// The daemon stopped in the fan-out of a release's firmware: it
