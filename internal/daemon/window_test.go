@@ -350,7 +350,10 @@ func TestFlashRefusedOutsideWindow(t *testing.T) {
 		t.Fatalf("flash outside the window: %v, want 412 outside-maintenance-window", err)
 	}
 	if want := nightStart.Format(time.RFC3339); !strings.Contains(err.Error(), `"night"`) || !strings.Contains(err.Error(), want) {
-		t.Errorf("refusal %q names neither the window \"night\" nor its start %s", err, want)
+		t.Errorf("refusal %q does not name the window \"night\" and its start %s", err, want)
+	}
+	if m := g.status().Maintenance; m == nil || m.FlashAt != nil {
+		t.Errorf("a refused flash is queued: status maintenance %+v", m)
 	}
 	if r := g.status().MCUs; len(r) != 1 || r[0].Result != "" {
 		t.Errorf("a refused flash left a device record: %+v", r)
