@@ -124,6 +124,9 @@ type Maintenance struct {
 	Flash     string     `json:"flash"`
 	Reboot    string     `json:"reboot"` // manual, window
 	RebootAt  *time.Time `json:"reboot_at,omitempty"`
+	// FlashAt: MCU firmware of the committed release waits for the
+	// window that opens then (flash: window).
+	FlashAt *time.Time `json:"flash_at,omitempty"`
 }
 
 // State names of the daemon's update flow (Status.State and Event.State).

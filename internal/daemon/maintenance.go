@@ -20,8 +20,10 @@ type windows interface {
 	// allowed says whether work of kind (window.Install, window.Flash)
 	// may start now; force is the operator's --now.
 	allowed(kind string, force bool) error
-	// whenAllowed runs fn now, or at the start of the next window.
-	whenAllowed(kind, what string, fn func())
+	// whenAllowed runs fn now and returns the zero time, or schedules it
+	// at the start of the next window and returns that start and the
+	// window's name; the error says it could do neither.
+	whenAllowed(kind, what string, fn func()) (time.Time, string, error)
 	// scheduleReboot arranges the reboot into version when the policy
 	// says maintenance.reboot: window.
 	scheduleReboot(version string)
@@ -47,6 +49,17 @@ type maintenancePart struct {
 	plan     *window.Plan
 	rebootAt time.Time
 	job      gocron.Job
+	// work is what whenAllowed put off to a window, by its description.
+	work map[string]*waitingWork
+}
+
+// waitingWork is work put off to the start of a window.
+type waitingWork struct {
+	kind   string
+	fn     func()
+	job    gocron.Job
+	at     time.Time
+	window string
 }
 
 func (m *maintenancePart) start(ctx context.Context) error {
@@ -68,7 +81,17 @@ func (m *maintenancePart) reload(cfg *config.Config) {
 	}
 	m.mu.Lock()
 	m.plan = p
+	// Work waiting for a window is planned again on the new windows (it
+	// runs now when the new config allows it).
+	work := m.work
+	m.work = nil
+	for _, ww := range work {
+		m.sched.RemoveJob(ww.job.ID())
+	}
 	m.mu.Unlock()
+	for what, ww := range work {
+		m.whenAllowed(ww.kind, what, ww.fn)
+	}
 	// A release waiting for its reboot gets it scheduled (again).
 	if v, ok := m.waiting(); ok {
 		m.scheduleReboot(v)
@@ -123,21 +146,55 @@ func (m *maintenancePart) scheduleReboot(version string) {
 	m.log.Info("reboot into the new release scheduled", zap.String("window", w.Name), zap.Time("at", at), zap.String("version", version))
 }
 
-// whenAllowed runs fn now when work of kind may start, else at the start
-// of the next window (a gocron one-time job).
-func (m *maintenancePart) whenAllowed(kind, what string, fn func()) {
+// whenAllowed runs fn now when work of kind may start (and returns the
+// zero time), else schedules it at the start of the next window (a gocron
+// one-time job on the daemon's clock) and returns that start and the
+// window's name. what names the work: the same work asked again replaces
+// the earlier request, and a reload plans it again on the new windows. A
+// job that cannot be scheduled because the clock reached the window
+// meanwhile runs now.
+func (m *maintenancePart) whenAllowed(kind, what string, fn func()) (time.Time, string, error) {
+	m.mu.Lock()
+	if ww := m.work[what]; ww != nil {
+		m.sched.RemoveJob(ww.job.ID())
+		delete(m.work, what)
+	}
+	m.mu.Unlock()
 	if m.allowed(kind, false) == nil {
 		fn()
-		return
+		return time.Time{}, "", nil
 	}
 	m.mu.Lock()
 	at, w := m.plan.Next(m.clock.Now())
+	ww := &waitingWork{kind: kind, fn: fn, at: at, window: w.Name}
+	job, err := m.sched.NewJob(gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at)), gocron.NewTask(func() {
+		m.mu.Lock()
+		if m.work[what] != ww { // replaced or planned again meanwhile
+			m.mu.Unlock()
+			return
+		}
+		delete(m.work, what)
+		m.mu.Unlock()
+		fn()
+	}))
+	if err == nil {
+		ww.job = job
+		if m.work == nil {
+			m.work = map[string]*waitingWork{}
+		}
+		m.work[what] = ww
+	}
 	m.mu.Unlock()
-	if _, err := m.sched.NewJob(gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at)), gocron.NewTask(fn)); err != nil {
-		m.log.Error("scheduling "+what, zap.Error(err))
-		return
+	if err != nil {
+		if m.allowed(kind, false) == nil {
+			fn()
+			return time.Time{}, "", nil
+		}
+		m.log.Error("scheduling "+what, zap.String("window", w.Name), zap.Time("at", at), zap.Error(err))
+		return time.Time{}, "", fmt.Errorf("scheduling %s for maintenance window %q at %s: %w", what, w.Name, at.Format(time.RFC3339), err)
 	}
 	m.log.Info(what+" waits for the maintenance window", zap.String("window", w.Name), zap.Time("at", at))
+	return at, w.Name, nil
 }
 
 func (m *maintenancePart) cancelReboot() {
@@ -173,6 +230,12 @@ func (m *maintenancePart) status(s *api.Status) {
 	if !m.rebootAt.IsZero() {
 		at := m.rebootAt
 		mt.RebootAt = &at
+	}
+	for _, ww := range m.work {
+		if ww.kind == window.Flash && (mt.FlashAt == nil || ww.at.Before(*mt.FlashAt)) {
+			at := ww.at
+			mt.FlashAt = &at
+		}
 	}
 	s.Maintenance = mt
 }

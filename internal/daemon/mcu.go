@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -31,12 +32,17 @@ type mcuPart struct {
 	windows windows
 	rec     fleetRecord
 
+	// ctx ends the fan-outs at stop; made with the part (newParts), since
+	// the health part's commit may start one before this part's start.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
 	running bool
+	// releasing: the fan-out of the release's firmware is scheduled for
+	// a window or running; afterCommit does not start a second one.
+	releasing bool
 }
 
 // fleetRecord is the fan-out's part of the release record: each device's
@@ -51,32 +57,57 @@ type fleetRecord interface {
 }
 
 func (m *mcuPart) start(ctx context.Context) error {
-	m.ctx, m.cancel = context.WithCancel(context.Background())
-	if m.flow.State() == api.StateFlashing {
+	switch m.flow.State() {
+	case api.StateFlashing:
 		// The daemon stopped in the fan-out of a release's firmware: it
 		// runs again (devices already done answer not-needed).
+		m.mu.Lock()
+		m.releasing = true
+		m.mu.Unlock()
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			m.flashPayloads()
 		}()
+	case api.StateCommitted:
+		// The committed release's firmware was waiting for a flash
+		// window when the daemon stopped: it waits for the next one
+		// again (or runs now, when one is open).
+		m.afterCommit()
 	}
 	return nil
 }
 
 // afterCommit fans out the committed release's MCU firmware, now or at
-// the next flash window.
+// the next flash window; while it waits, the state's message says when.
 func (m *mcuPart) afterCommit() {
 	if len(m.rec.payloads()) == 0 {
 		return
 	}
-	m.windows.whenAllowed(window.Flash, "MCU firmware of the release", func() {
+	m.mu.Lock()
+	if m.releasing {
+		m.mu.Unlock()
+		return
+	}
+	m.releasing = true
+	m.mu.Unlock()
+	const what = "MCU firmware of the release"
+	at, w, err := m.windows.whenAllowed(window.Flash, what, func() {
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			m.flashPayloads()
 		}()
 	})
+	if err != nil {
+		m.mu.Lock()
+		m.releasing = false
+		m.mu.Unlock()
+		return
+	}
+	if !at.IsZero() {
+		m.flow.note(fmt.Sprintf("%s waits for maintenance window %q at %s", what, w, at.Format(time.RFC3339)))
+	}
 }
 
 // mcuView is the MCU flash stream's view of the bus.
@@ -279,6 +310,11 @@ func (m *mcuPart) handleFlash(w http.ResponseWriter, r *http.Request) {
 // the install returned them (persisted.MCUPayloads); each leaves the
 // record once its fan-out ran.
 func (m *mcuPart) flashPayloads() {
+	defer func() {
+		m.mu.Lock()
+		m.releasing = false
+		m.mu.Unlock()
+	}()
 	for _, f := range m.rec.payloads() {
 		if m.ctx.Err() != nil {
 			return // stopping: the rest runs at the next start
@@ -287,7 +323,9 @@ func (m *mcuPart) flashPayloads() {
 		open := func(kr *sign.Keyring, threshold int) (*mcupkg.Package, error) { return mcupkg.Open(f, kr, threshold) }
 		if _, err := m.flash(m.ctx, []pkgOpener{open}, nil); err != nil {
 			m.log.Error("MCU fan-out", zap.String("package", f), zap.Error(err))
-			if m.ctx.Err() != nil {
+			if m.ctx.Err() != nil || errors.Is(err, api.ErrBusy) {
+				// Stopping, or an operator's fan-out holds the buses:
+				// the package stays for the next start or commit.
 				return
 			}
 		}

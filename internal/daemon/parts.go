@@ -46,6 +46,7 @@ func (d *Daemon) newParts() {
 		serving: d.serving.Load, setBeat: d.setBeat, boot: d.boot.chooser, release: releaseStore{d},
 		flow: d.flow, bus: d.bus, reboot: rebooter{d}.Reboot, released: func() { d.mcu.afterCommit() }}
 	d.mcu = &mcuPart{log: d.log, cfg: d.config, flow: d.flow, bus: d.bus, windows: d.maintenance, rec: &mcuStore{d: d}}
+	d.mcu.ctx, d.mcu.cancel = context.WithCancel(context.Background())
 }
 
 // awaitingReboot names the release installed and waiting for its reboot.
