@@ -104,11 +104,21 @@ func TestFlashEveryChip(t *testing.T) {
 	}
 }
 
-// TestFaultInjection flashes through 5% NACKs, one corrupted byte per KiB
-// and one disconnect mid-write, over many seeds. Every run must end either
-// with the image in flash (checked against the simulator, not the client)
-// or with an error; never success with wrong content.
+// TestFaultInjection flashes through 5% NACKs, corrupted bytes (one per
+// KiB, then two) and one disconnect mid-write, over many seeds. Every run
+// must end either with the image in flash (checked against the simulator,
+// not the client) or with an error; a single success with wrong content
+// fails the test. Read-backs are not checksummed on USART, so corrupted
+// bytes garble them: the Flasher must take that for a line error, not for
+// corrupted flash (before it did, the parts with one 16 KiB sector under
+// the image, 0x413, gave up on 10 of 32 seeds at two bytes per KiB).
 func TestFaultInjection(t *testing.T) {
+	for _, corrupt := range []float64{1, 2} {
+		t.Run(fmt.Sprintf("corrupt-per-kib=%g", corrupt), func(t *testing.T) { faultInjection(t, corrupt) })
+	}
+}
+
+func faultInjection(t *testing.T, corrupt float64) {
 	seeds := 32
 	if testing.Short() {
 		seeds = 8
@@ -121,7 +131,7 @@ func TestFaultInjection(t *testing.T) {
 				chip, _ := chips.Lookup([]uint16{0x410, 0x413, 0x460}[seed%3])
 				img := image(seed, 6*1024+int(seed*13))
 				sim, c := start(t, chip, stm32sim.Options{Seed: seed, Faults: stm32sim.Faults{
-					NACK: 0.05, CorruptPerKiB: 1, DisconnectAfter: 1200 + seed*97,
+					NACK: 0.05, CorruptPerKiB: corrupt, DisconnectAfter: 1200 + seed*97,
 				}})
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				defer cancel()
@@ -150,7 +160,7 @@ func TestFaultInjection(t *testing.T) {
 					if errors.Is(err, context.DeadlineExceeded) {
 						t.Fatalf("flashing did not end: %v", err)
 					}
-					t.Logf("seed %d failed cleanly: %v", seed, err)
+					t.Logf("seed %d (0x%03x) failed cleanly: %v", seed, chip.PID, err)
 					failed.Add(1)
 				}
 				st := sim.Stats()
@@ -161,8 +171,17 @@ func TestFaultInjection(t *testing.T) {
 		}
 	})
 	t.Logf("%d seeds succeeded, %d failed with a reason", ok.Load(), failed.Load())
-	if ok.Load() == 0 {
-		t.Error("no seed succeeded: the retry logic is not doing its job")
+	requireShare(t, int(ok.Load()), seeds)
+}
+
+// requireShare fails the fault tests when fewer than 7 in 8 seeds got
+// through. With garbled read-backs taken for line errors every seed of
+// the UART, CAN and SPI fault tests succeeds (32 of 32 each); before,
+// 22 of 32 did over SPI and over USART at two corrupted bytes per KiB.
+func requireShare(t *testing.T, ok, seeds int) {
+	t.Helper()
+	if want := seeds - seeds/8; ok < want {
+		t.Errorf("only %d of %d seeds succeeded (want at least %d): the retry logic is not doing its job", ok, seeds, want)
 	}
 }
 
