@@ -169,7 +169,9 @@ func (f *Flasher) Done() bool { return f.Verified() == f.total }
 // was garbled on the way), and only two that agree with each other and
 // differ from the image show a corrupted block, repaired by erasing its
 // pages again and rewriting them, at most maxRepairs times per page (ErrVerify
-// then, naming the page). Run returns nil only when the whole image verified.
+// then, naming the page). Run returns nil only when every block verified
+// and, where the bootloader offers Get Checksum, the CRC of the whole image
+// (each contiguous run) matches.
 func (f *Flasher) Run(ctx context.Context, progress func(Progress)) error {
 	if progress == nil {
 		progress = func(Progress) {}
@@ -220,9 +222,53 @@ func (f *Flasher) Run(ctx context.Context, progress func(Progress)) error {
 			continue
 		}
 		if f.Done() {
-			return nil
+			if err := f.finalCheck(ctx); err != nil {
+				if err = absorb(err); err != nil {
+					return err
+				}
+				continue
+			}
+			if f.Done() {
+				return nil
+			}
 		}
 	}
+}
+
+// useCRC reports whether blocks are verified by Get Checksum (0xA1).
+func (f *Flasher) useCRC() bool {
+	return f.o.Verify == "crc" || (f.o.Verify == "auto" && f.c.Info().Has(CmdChecksum))
+}
+
+// finalCheck, once every block verified, checks the whole image again by
+// one CRC per contiguous run of blocks where the bootloader offers Get
+// Checksum (a block changed after its own verification, by a misdirected
+// write or erase, fails it); a run whose CRC differs goes back to
+// "written", to be verified block by block. Without CRC it does nothing:
+// a second read-back of the image would double the wire time.
+func (f *Flasher) finalCheck(ctx context.Context) error {
+	if !f.useCRC() {
+		return nil
+	}
+	for i := 0; i < len(f.blocks); {
+		j := i + 1
+		img := append([]byte(nil), f.blocks[i].data...)
+		for j < len(f.blocks) && f.blocks[j].addr == f.blocks[j-1].addr+uint32(len(f.blocks[j-1].data)) {
+			img = append(img, f.blocks[j].data...)
+			j++
+		}
+		crc, err := f.c.Checksum(ctx, f.blocks[i].addr, uint32(len(img)))
+		if err != nil {
+			return fmt.Errorf("final check 0x%08x (%d bytes): %w", f.blocks[i].addr, len(img), err)
+		}
+		if crc != CRC(img) {
+			for k := i; k < j; k++ {
+				f.blocks[k].state = written
+			}
+		}
+		i = j
+	}
+	return nil
 }
 
 func (f *Flasher) eraseNeeded(ctx context.Context, progress func(Progress)) error {
@@ -388,11 +434,10 @@ func (f *Flasher) dirty(b *block, got []byte) error {
 }
 
 func (f *Flasher) verifyWritten(ctx context.Context, progress func(Progress)) error {
-	useCRC := f.o.Verify == "crc" || (f.o.Verify == "auto" && f.c.Info().Has(CmdChecksum))
 	if f.o.Verify == "crc" && !f.c.Info().Has(CmdChecksum) {
 		return fmt.Errorf("verify by CRC: %w", ErrNoCommand)
 	}
-	if useCRC {
+	if f.useCRC() {
 		// one CRC over each run of contiguous written blocks
 		for i := 0; i < len(f.blocks); {
 			if f.blocks[i].state != written {

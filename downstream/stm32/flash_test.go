@@ -376,3 +376,57 @@ func TestStuckCellBoundedRepairs(t *testing.T) {
 		t.Errorf("sector erased %d times; want 4 (the first erase and three repairs)", st.PagesErased)
 	}
 }
+
+// flipAfterCRC changes one flash byte (through the simulator) right after
+// the first Get Checksum has answered: a block that verified and then
+// changed, as a misdirected write or erase would leave it.
+type flipAfterCRC struct {
+	stm32.Bootloader
+	sim     *stm32sim.Sim
+	at      uint32
+	val     byte
+	crcs    int
+	flipped bool
+}
+
+func (w *flipAfterCRC) Checksum(ctx context.Context, addr uint32, n uint32) (uint32, error) {
+	crc, err := w.Bootloader.Checksum(ctx, addr, n)
+	w.crcs++
+	if err == nil && !w.flipped {
+		w.flipped = true
+		w.sim.Program(w.at, []byte{w.val})
+	}
+	return crc, err
+}
+
+// TestFinalCRCCatchesLateChange: with Get Checksum offered (0x460), Run
+// checks the whole image's CRC once every block verified, so a block that
+// changed after its own verification is found (by read-back: the same
+// wrong content twice), its page erased again and rewritten; Run does not
+// report success over it.
+func TestFinalCRCCatchesLateChange(t *testing.T) {
+	chip, _ := chips.Lookup(0x460)
+	sim, c := start(t, chip, stm32sim.Options{})
+	ctx := context.Background()
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	img := image(13, 5000)
+	w := &flipAfterCRC{Bootloader: c, sim: sim, at: chip.FlashStart + 100, val: img[100] ^ 0x01}
+	f, err := stm32.NewFlasher(w, chip, []stm32.Segment{{Addr: chip.FlashStart, Data: img}}, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Run(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sim.Flash()[:len(img)], img) {
+		t.Fatal("Run succeeded but the flash differs from the image")
+	}
+	if !w.flipped || w.crcs < 3 {
+		t.Fatalf("%d Get Checksum calls; want the block CRC, the final CRC that fails, and more", w.crcs)
+	}
+	if st := sim.Stats(); st.PagesErased != len(f.Pages())+1 {
+		t.Errorf("%d pages erased; want %d (the image's, then the changed page again)", st.PagesErased, len(f.Pages())+1)
+	}
+}
