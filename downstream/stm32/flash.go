@@ -35,6 +35,7 @@ type block struct {
 	addr  uint32
 	data  []byte // 4-byte multiple, padded with 0xFF
 	state blockState
+	at    int // Flasher.ops when the block verified
 }
 
 // Flasher programs an image into one chip and keeps, between calls to Run,
@@ -49,6 +50,7 @@ type Flasher struct {
 	erased  map[int]bool // pages erased during this flashing
 	repairs map[int]int  // re-erases of each page for content that read back wrong twice
 	retries int
+	ops     int // write and erase commands sent so far
 	budget  int // line errors the current Run may still absorb
 	total   int
 }
@@ -242,10 +244,13 @@ func (f *Flasher) useCRC() bool {
 
 // finalCheck, once every block verified, checks the whole image again by
 // one CRC per contiguous run of blocks where the bootloader offers Get
-// Checksum (a block changed after its own verification, by a misdirected
-// write or erase, fails it); a run whose CRC differs goes back to
-// "written", to be verified block by block. Without CRC it does nothing:
-// a second read-back of the image would double the wire time.
+// Checksum: a block changed after its own verification, by a later write
+// or erase that went astray, fails it. A run with no write or erase sent
+// since its blocks verified is not checked again (in a flash without
+// repairs the verification's CRC was already over the whole image). A run
+// whose CRC differs goes back to "written", to be verified block by block.
+// Without CRC it does nothing: a second read-back of the image would double
+// the wire time.
 func (f *Flasher) finalCheck(ctx context.Context) error {
 	if !f.useCRC() {
 		return nil
@@ -253,9 +258,15 @@ func (f *Flasher) finalCheck(ctx context.Context) error {
 	for i := 0; i < len(f.blocks); {
 		j := i + 1
 		img := append([]byte(nil), f.blocks[i].data...)
+		stale := f.blocks[i].at != f.ops
 		for j < len(f.blocks) && f.blocks[j].addr == f.blocks[j-1].addr+uint32(len(f.blocks[j-1].data)) {
 			img = append(img, f.blocks[j].data...)
+			stale = stale || f.blocks[j].at != f.ops
 			j++
+		}
+		if !stale {
+			i = j
+			continue
 		}
 		crc, err := f.c.Checksum(ctx, f.blocks[i].addr, uint32(len(img)))
 		if err != nil {
@@ -282,6 +293,7 @@ func (f *Flasher) eraseNeeded(ctx context.Context, progress func(Progress)) erro
 		return nil
 	}
 	progress(Progress{Phase: "erase", Done: 0, Total: f.total})
+	f.ops++
 	if f.o.MassErase && len(f.erased) == 0 {
 		if err := f.c.MassErase(ctx); err != nil {
 			return err
@@ -302,6 +314,7 @@ func (f *Flasher) writePending(ctx context.Context, progress func(Progress)) err
 			done += len(b.data)
 			continue
 		}
+		f.ops++
 		if err := f.c.WriteMemory(ctx, b.addr, b.data); err != nil {
 			if !Transient(err) {
 				return err
@@ -349,7 +362,7 @@ func (f *Flasher) settle(ctx context.Context, b *block) error {
 	}
 	switch {
 	case bytes.Equal(got, b.data):
-		b.state = verified
+		b.state, b.at = verified, f.ops
 	case isBlank(got):
 		b.state = pending
 	default:
@@ -456,7 +469,7 @@ func (f *Flasher) verifyWritten(ctx context.Context, progress func(Progress)) er
 			}
 			if crc == CRC(img) {
 				for k := i; k < j; k++ {
-					f.blocks[k].state = verified
+					f.blocks[k].state, f.blocks[k].at = verified, f.ops
 				}
 			}
 			i = j

@@ -203,8 +203,8 @@ func TestCRCVerifyAndMassErase(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := sim.Stats()
-	if st.Commands[0xA1] == 0 || st.Commands[0x11] != 0 {
-		t.Errorf("CRC verify: commands %v; want 0xA1 and no read-back", st.Commands)
+	if st.Commands[0xA1] != 1 || st.Commands[0x11] != 0 {
+		t.Errorf("CRC verify: commands %v; want one 0xA1 (nothing written after it: no final CRC) and no read-back", st.Commands)
 	}
 	if st.PagesErased != len(chip.Pages()) {
 		t.Errorf("mass erase erased %d pages", st.PagesErased)
@@ -377,33 +377,37 @@ func TestStuckCellBoundedRepairs(t *testing.T) {
 	}
 }
 
-// flipAfterCRC changes one flash byte (through the simulator) right after
-// the first Get Checksum has answered: a block that verified and then
-// changed, as a misdirected write or erase would leave it.
-type flipAfterCRC struct {
+// astray models a write that goes astray during a repair: the first
+// write of the block at bad leaves a wrong byte there (the block must be
+// repaired), and the repair's rewrite of it also changes the byte at
+// victim, in a block elsewhere that had already verified.
+type astray struct {
 	stm32.Bootloader
-	sim     *stm32sim.Sim
-	at      uint32
-	val     byte
-	crcs    int
-	flipped bool
+	sim         *stm32sim.Sim
+	bad, victim uint32
+	badVal, val byte
+	writes      int
 }
 
-func (w *flipAfterCRC) Checksum(ctx context.Context, addr uint32, n uint32) (uint32, error) {
-	crc, err := w.Bootloader.Checksum(ctx, addr, n)
-	w.crcs++
-	if err == nil && !w.flipped {
-		w.flipped = true
-		w.sim.Program(w.at, []byte{w.val})
+func (w *astray) WriteMemory(ctx context.Context, addr uint32, data []byte) error {
+	err := w.Bootloader.WriteMemory(ctx, addr, data)
+	if err == nil && addr == w.bad {
+		switch w.writes++; w.writes {
+		case 1:
+			w.sim.Program(w.bad, []byte{w.badVal})
+		case 2:
+			w.sim.Program(w.victim, []byte{w.val})
+		}
 	}
-	return crc, err
+	return err
 }
 
-// TestFinalCRCCatchesLateChange: with Get Checksum offered (0x460), Run
-// checks the whole image's CRC once every block verified, so a block that
-// changed after its own verification is found (by read-back: the same
-// wrong content twice), its page erased again and rewritten; Run does not
-// report success over it.
+// TestFinalCRCCatchesLateChange: with Get Checksum offered (0x460), once
+// every block verified Run checks again the CRC of each run of blocks that
+// a write or erase came after, so a block changed after its own
+// verification (here by the rewrite of another page) is found, read back
+// wrong twice, its page erased again and rewritten; Run does not report
+// success over it.
 func TestFinalCRCCatchesLateChange(t *testing.T) {
 	chip, _ := chips.Lookup(0x460)
 	sim, c := start(t, chip, stm32sim.Options{})
@@ -411,22 +415,24 @@ func TestFinalCRCCatchesLateChange(t *testing.T) {
 	if err := c.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
-	img := image(13, 5000)
-	w := &flipAfterCRC{Bootloader: c, sim: sim, at: chip.FlashStart + 100, val: img[100] ^ 0x01}
-	f, err := stm32.NewFlasher(w, chip, []stm32.Segment{{Addr: chip.FlashStart, Data: img}}, fastOptions())
+	ps := chip.Pages()
+	a, b := image(13, 1024), image(14, 1024)
+	w := &astray{Bootloader: c, sim: sim, bad: ps[2].Addr, badVal: b[0] ^ 0x01, victim: ps[0].Addr + 100, val: a[100] ^ 0x01}
+	f, err := stm32.NewFlasher(w, chip, []stm32.Segment{{Addr: ps[0].Addr, Data: a}, {Addr: ps[2].Addr, Data: b}}, fastOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Run(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(sim.Flash()[:len(img)], img) {
+	flash := sim.Flash()
+	if !bytes.Equal(flash[:len(a)], a) || !bytes.Equal(flash[ps[2].Addr-chip.FlashStart:][:len(b)], b) {
 		t.Fatal("Run succeeded but the flash differs from the image")
 	}
-	if !w.flipped || w.crcs < 3 {
-		t.Fatalf("%d Get Checksum calls; want the block CRC, the final CRC that fails, and more", w.crcs)
+	if w.writes != 2 {
+		t.Fatalf("the block at 0x%08x was written %d times; want 2 (the bad write, the repair)", w.bad, w.writes)
 	}
-	if st := sim.Stats(); st.PagesErased != len(f.Pages())+1 {
-		t.Errorf("%d pages erased; want %d (the image's, then the changed page again)", st.PagesErased, len(f.Pages())+1)
+	if st := sim.Stats(); st.PagesErased != 2+2 {
+		t.Errorf("%d pages erased; want 4 (pages 0 and 2, then each again)", st.PagesErased)
 	}
 }
