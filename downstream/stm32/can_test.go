@@ -96,8 +96,9 @@ func TestCANFlashByteExact(t *testing.T) {
 }
 
 // TestCANFaultInjection: the UART fault test's 32 seeds and thresholds
-// over CAN: 5% NACKs, lost frames (corrupted ones fail the CRC), one
-// disconnect mid-write, and frames dropped on the bus itself. A single run
+// over CAN: 5% NACKs, lost frames (corrupted ones fail the CRC, so no
+// read-back arrives garbled), one disconnect mid-write, and frames dropped
+// on the bus itself. A single run
 // that reports success with a flash that differs from the image fails the
 // test; so does a run that never ends.
 func TestCANFaultInjection(t *testing.T) {
@@ -153,9 +154,7 @@ func TestCANFaultInjection(t *testing.T) {
 		}
 	})
 	t.Logf("%d seeds succeeded, %d failed with a reason", ok.Load(), failed.Load())
-	if ok.Load() == 0 {
-		t.Error("no seed succeeded: the retry logic is not doing its job")
-	}
+	requireShare(t, int(ok.Load()), seeds)
 }
 
 // TestCANTwoOnOneBus: two parts on one bus; only the one whose reset line

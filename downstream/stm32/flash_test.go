@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,11 +104,21 @@ func TestFlashEveryChip(t *testing.T) {
 	}
 }
 
-// TestFaultInjection flashes through 5% NACKs, one corrupted byte per KiB
-// and one disconnect mid-write, over many seeds. Every run must end either
-// with the image in flash (checked against the simulator, not the client)
-// or with an error; never success with wrong content.
+// TestFaultInjection flashes through 5% NACKs, corrupted bytes (one per
+// KiB, then two) and one disconnect mid-write, over many seeds. Every run
+// must end either with the image in flash (checked against the simulator,
+// not the client) or with an error; a single success with wrong content
+// fails the test. Read-backs are not checksummed on USART, so corrupted
+// bytes garble them: the Flasher must take that for a line error, not for
+// corrupted flash (before it did, the parts with one 16 KiB sector under
+// the image, 0x413, gave up on 10 of 32 seeds at two bytes per KiB).
 func TestFaultInjection(t *testing.T) {
+	for _, corrupt := range []float64{1, 2} {
+		t.Run(fmt.Sprintf("corrupt-per-kib=%g", corrupt), func(t *testing.T) { faultInjection(t, corrupt) })
+	}
+}
+
+func faultInjection(t *testing.T, corrupt float64) {
 	seeds := 32
 	if testing.Short() {
 		seeds = 8
@@ -120,7 +131,7 @@ func TestFaultInjection(t *testing.T) {
 				chip, _ := chips.Lookup([]uint16{0x410, 0x413, 0x460}[seed%3])
 				img := image(seed, 6*1024+int(seed*13))
 				sim, c := start(t, chip, stm32sim.Options{Seed: seed, Faults: stm32sim.Faults{
-					NACK: 0.05, CorruptPerKiB: 1, DisconnectAfter: 1200 + seed*97,
+					NACK: 0.05, CorruptPerKiB: corrupt, DisconnectAfter: 1200 + seed*97,
 				}})
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				defer cancel()
@@ -149,7 +160,7 @@ func TestFaultInjection(t *testing.T) {
 					if errors.Is(err, context.DeadlineExceeded) {
 						t.Fatalf("flashing did not end: %v", err)
 					}
-					t.Logf("seed %d failed cleanly: %v", seed, err)
+					t.Logf("seed %d (0x%03x) failed cleanly: %v", seed, chip.PID, err)
 					failed.Add(1)
 				}
 				st := sim.Stats()
@@ -160,8 +171,17 @@ func TestFaultInjection(t *testing.T) {
 		}
 	})
 	t.Logf("%d seeds succeeded, %d failed with a reason", ok.Load(), failed.Load())
-	if ok.Load() == 0 {
-		t.Error("no seed succeeded: the retry logic is not doing its job")
+	requireShare(t, int(ok.Load()), seeds)
+}
+
+// requireShare fails the fault tests when fewer than 7 in 8 seeds got
+// through. With garbled read-backs taken for line errors every seed of
+// the UART, CAN and SPI fault tests succeeds (32 of 32 each); before,
+// 22 of 32 did over SPI and over USART at two corrupted bytes per KiB.
+func requireShare(t *testing.T, ok, seeds int) {
+	t.Helper()
+	if want := seeds - seeds/8; ok < want {
+		t.Errorf("only %d of %d seeds succeeded (want at least %d): the retry logic is not doing its job", ok, seeds, want)
 	}
 }
 
@@ -183,8 +203,8 @@ func TestCRCVerifyAndMassErase(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := sim.Stats()
-	if st.Commands[0xA1] == 0 || st.Commands[0x11] != 0 {
-		t.Errorf("CRC verify: commands %v; want 0xA1 and no read-back", st.Commands)
+	if st.Commands[0xA1] != 1 || st.Commands[0x11] != 0 {
+		t.Errorf("CRC verify: commands %v; want one 0xA1 (nothing written after it: no final CRC) and no read-back", st.Commands)
 	}
 	if st.PagesErased != len(chip.Pages()) {
 		t.Errorf("mass erase erased %d pages", st.PagesErased)
@@ -258,5 +278,161 @@ func TestResume(t *testing.T) {
 	}
 	if !bytes.Equal(sim.Flash()[:len(img)], img) {
 		t.Fatal("flash differs")
+	}
+}
+
+// garbler garbles read-backs on the way to the Flasher: of every three
+// reads, the first two come back with one byte changed (a different byte
+// each time), the third intact. stuck, when set, is a flash cell that
+// holds stuckVal whatever is written to it (rewritten after every write).
+type garbler struct {
+	stm32.Bootloader
+	sim      *stm32sim.Sim
+	reads    int
+	stuck    uint32
+	stuckVal byte
+}
+
+func (g *garbler) ReadMemory(ctx context.Context, addr uint32, n int) ([]byte, error) {
+	p, err := g.Bootloader.ReadMemory(ctx, addr, n)
+	if err == nil && g.reads%3 != 2 {
+		p[g.reads%len(p)] ^= 0x5A
+	}
+	g.reads++
+	return p, err
+}
+
+func (g *garbler) WriteMemory(ctx context.Context, addr uint32, data []byte) error {
+	err := g.Bootloader.WriteMemory(ctx, addr, data)
+	if g.stuck != 0 && g.stuck >= addr && g.stuck < addr+uint32(len(data)) {
+		g.sim.Program(g.stuck, []byte{g.stuckVal})
+	}
+	return err
+}
+
+// TestGarbledReadBacksAreLineErrors: two read-backs of a block that
+// differ from the image and from each other are a line error, not a bad
+// block: an image in one 16 KiB sector (0x413) read back garbled twice in
+// every three reads verifies without erasing the sector again. (The
+// Flasher that re-erased on two wrong read-backs gave up here.)
+func TestGarbledReadBacksAreLineErrors(t *testing.T) {
+	chip, _ := chips.Lookup(0x413)
+	sim, c := start(t, chip, stm32sim.Options{})
+	ctx := context.Background()
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	img := image(11, 6*1024)
+	g := &garbler{Bootloader: c}
+	f, err := stm32.NewFlasher(g, chip, []stm32.Segment{{Addr: chip.FlashStart, Data: img}}, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Run(ctx, nil); err != nil {
+		t.Fatalf("Run through garbled read-backs: %v", err)
+	}
+	if !bytes.Equal(sim.Flash()[:len(img)], img) {
+		t.Fatal("flash differs from the image")
+	}
+	blocks := len(img) / 256
+	if st := sim.Stats(); st.PagesErased != len(f.Pages()) || st.Commands[stm32.CmdWriteMemory] != blocks {
+		t.Errorf("garbled read-backs taken for corrupted flash: %d pages erased (want %d), %d writes (want %d)",
+			st.PagesErased, len(f.Pages()), st.Commands[stm32.CmdWriteMemory], blocks)
+	}
+	if f.Retries() != blocks {
+		t.Errorf("Retries = %d; want %d (one disagreeing pair of read-backs per block)", f.Retries(), blocks)
+	}
+}
+
+// TestStuckCellBoundedRepairs: a cell that keeps reading back wrong (the
+// same twice) is real corruption: its sector is erased again and
+// rewritten, but at most three times; then Run fails with ErrVerify naming
+// the block and the page, and never reports success.
+func TestStuckCellBoundedRepairs(t *testing.T) {
+	chip, _ := chips.Lookup(0x413)
+	sim, c := start(t, chip, stm32sim.Options{})
+	ctx := context.Background()
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	img := image(12, 6*1024)
+	g := &garbler{Bootloader: c, sim: sim, stuck: chip.FlashStart + 1000, stuckVal: img[1000] ^ 0x10}
+	f, err := stm32.NewFlasher(g, chip, []stm32.Segment{{Addr: chip.FlashStart, Data: img}}, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for run := 0; run < 2; run++ { // a second Run does not erase again either
+		err = f.Run(ctx, nil)
+		if !errors.Is(err, stm32.ErrVerify) {
+			t.Fatalf("Run %d with a stuck cell = %v; want ErrVerify", run, err)
+		}
+		for _, want := range []string{"block 0x08000300", "page 0 (0x08000000", "erased again 3 times"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not name %q", err, want)
+			}
+		}
+	}
+	if st := sim.Stats(); st.PagesErased != 1+3 {
+		t.Errorf("sector erased %d times; want 4 (the first erase and three repairs)", st.PagesErased)
+	}
+}
+
+// astray models a write that goes astray during a repair: the first
+// write of the block at bad leaves a wrong byte there (the block must be
+// repaired), and the repair's rewrite of it also changes the byte at
+// victim, in a block elsewhere that had already verified.
+type astray struct {
+	stm32.Bootloader
+	sim         *stm32sim.Sim
+	bad, victim uint32
+	badVal, val byte
+	writes      int
+}
+
+func (w *astray) WriteMemory(ctx context.Context, addr uint32, data []byte) error {
+	err := w.Bootloader.WriteMemory(ctx, addr, data)
+	if err == nil && addr == w.bad {
+		switch w.writes++; w.writes {
+		case 1:
+			w.sim.Program(w.bad, []byte{w.badVal})
+		case 2:
+			w.sim.Program(w.victim, []byte{w.val})
+		}
+	}
+	return err
+}
+
+// TestFinalCRCCatchesLateChange: with Get Checksum offered (0x460), once
+// every block verified Run checks again the CRC of each run of blocks that
+// a write or erase came after, so a block changed after its own
+// verification (here by the rewrite of another page) is found, read back
+// wrong twice, its page erased again and rewritten; Run does not report
+// success over it.
+func TestFinalCRCCatchesLateChange(t *testing.T) {
+	chip, _ := chips.Lookup(0x460)
+	sim, c := start(t, chip, stm32sim.Options{})
+	ctx := context.Background()
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ps := chip.Pages()
+	a, b := image(13, 1024), image(14, 1024)
+	w := &astray{Bootloader: c, sim: sim, bad: ps[2].Addr, badVal: b[0] ^ 0x01, victim: ps[0].Addr + 100, val: a[100] ^ 0x01}
+	f, err := stm32.NewFlasher(w, chip, []stm32.Segment{{Addr: ps[0].Addr, Data: a}, {Addr: ps[2].Addr, Data: b}}, fastOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Run(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	flash := sim.Flash()
+	if !bytes.Equal(flash[:len(a)], a) || !bytes.Equal(flash[ps[2].Addr-chip.FlashStart:][:len(b)], b) {
+		t.Fatal("Run succeeded but the flash differs from the image")
+	}
+	if w.writes != 2 {
+		t.Fatalf("the block at 0x%08x was written %d times; want 2 (the bad write, the repair)", w.bad, w.writes)
+	}
+	if st := sim.Stats(); st.PagesErased != 2+2 {
+		t.Errorf("%d pages erased; want 4 (pages 0 and 2, then each again)", st.PagesErased)
 	}
 }

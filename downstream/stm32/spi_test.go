@@ -213,13 +213,11 @@ func TestSPIFaultInjection(t *testing.T) {
 		}
 	})
 	t.Logf("%d seeds succeeded, %d failed with a reason", ok.Load(), failed.Load())
-	// The parts with 16 KiB sectors (0x413) are the ones that give up: a
-	// block read back wrong twice re-erases its whole sector and rewrites
-	// 64 blocks, each exposed to the same faults (the Flasher's strategy,
-	// shared with USART). Half the seeds must get through.
-	if int(ok.Load()) < seeds/2 {
-		t.Errorf("only %d of %d seeds succeeded: the retry logic is not doing its job", ok.Load(), seeds)
-	}
+	// Read-backs over SPI are not checksummed: corrupted bytes garble
+	// them. When the Flasher took two wrong read-backs for corrupted flash,
+	// the parts with 16 KiB sectors (0x413) re-erased their sector 6 to 11
+	// times and 10 of 32 seeds gave up; now all get through.
+	requireShare(t, int(ok.Load()), seeds)
 }
 
 // FuzzParseSPIReplies: the SPI data-frame parsers never panic and agree
