@@ -99,20 +99,16 @@ downstream:
 	var trace []string
 	started, finishedBeforeAllStarted := map[string]bool{}, false
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		var ev struct {
-			Type  string `json:"type"`
-			Event struct {
-				Device, Kind string
-			} `json:"event"`
-		}
+		var ev api.Event
 		json.Unmarshal([]byte(line), &ev)
-		switch ev.Event.Kind {
-		case "start":
-			started[ev.Event.Device] = true
-			trace = append(trace, ev.Event.Device+":start")
-		case "done":
+		switch {
+		case ev.Device == "" || ev.Type == api.EventDone:
+		case !started[ev.Device]: // a device's first event
+			started[ev.Device] = true
+			trace = append(trace, ev.Device+":start")
+		case ev.Type == api.EventDevice && ev.Result != "":
 			finishedBeforeAllStarted = finishedBeforeAllStarted || len(started) < 4
-			trace = append(trace, ev.Event.Device+":done")
+			trace = append(trace, ev.Device+":done")
 		}
 	}
 	t.Logf("trace: %s", strings.Join(trace, " "))

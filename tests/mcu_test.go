@@ -105,7 +105,7 @@ downstream:
 		t.Errorf("door (precondition fails): %+v", got["door"])
 	}
 	out, e, code = otagw(t, nil, "mcu", "flash", "--all", pkg, "--socket", sock, "--json")
-	if code != 0 || strings.Count(out, `"state":"not-needed"`) < 2 {
+	if code != 0 || strings.Count(out, `"result":"not-needed"`) < 2 {
 		t.Errorf("second run: exit %d, want pump and valve not-needed:\n%s\n%s", code, out, e)
 	}
 	if st := statusOf(t, sock); len(st.MCUs) != 3 {

@@ -40,8 +40,8 @@ func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return clientError(stderr, "config apply", err)
 	}
-	var st api.Status
-	if err := api.NewClient(*sock).PostRaw(ctx, "/v1/config", "application/yaml", data, &st); err != nil {
+	st, err := api.NewClient(*sock).ConfigApply(ctx, data)
+	if err != nil {
 		fmt.Fprintf(stderr, "otagw config apply: refused, nothing changed:\n%v\n", err)
 		return 1
 	}

@@ -2,14 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 
-	"github.com/otagw/otagw/downstream/fanout"
 	"github.com/otagw/otagw/internal/api"
 )
 
@@ -53,67 +53,65 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 		files, srcs = append(files, f), append(srcs, api.FDSource(pkg))
 	}
 	req := api.MCUFlashRequest{Package: srcs[0], More: srcs[1:], All: *all, Devices: devices, Now: *now}
-	var results []fanout.Result
-	failed := false
-	err = api.NewClient(*sock).WithFiles(files...).Stream(ctx, "POST", "/v1/mcu/flash", req, func(raw json.RawMessage) error {
+	end, err := api.NewClient(*sock).MCUFlash(ctx, req, files, func(ev api.Event) error {
 		if *asJSON {
-			fmt.Fprintln(stdout, string(raw))
-		}
-		var ev struct {
-			Type    string          `json:"type"`
-			Event   fanout.Event    `json:"event"`
-			Results []fanout.Result `json:"results"`
-			Error   string          `json:"error"`
-		}
-		if err := json.Unmarshal(raw, &ev); err != nil {
-			return err
+			return writeEvent(stdout, ev)
 		}
 		switch ev.Type {
-		case "event":
-			if *asJSON {
-				return nil
+		case api.EventDevice:
+			switch {
+			case ev.Result != "":
+				fmt.Fprintf(stderr, "%-12s %s\n", ev.Device, joinNonEmpty(ev.Result, ev.Message))
+			case ev.Phase != "":
+				fmt.Fprintf(stderr, "%-12s %s\n", ev.Device, ev.Phase)
+			case ev.Message != "":
+				fmt.Fprintf(stderr, "%-12s %s\n", ev.Device, ev.Message)
 			}
-			e := ev.Event
-			switch e.Kind {
-			case "phase":
-				fmt.Fprintf(stderr, "%-12s %s\n", e.Device, e.Phase)
-			case "retry":
-				fmt.Fprintf(stderr, "%-12s retry %d: %s\n", e.Device, e.Retries, e.Reason)
-			case "progress":
-				if e.Total > 0 && (e.Done == e.Total || e.Done%(16<<10) == 0) {
-					fmt.Fprintf(stderr, "%-12s %s %d/%d bytes\n", e.Device, e.Phase, e.Done, e.Total)
-				}
-			}
-		case "done":
-			results = ev.Results
-		case "error":
-			failed = true
-			if !*asJSON {
-				fmt.Fprintf(stderr, "otagw mcu flash: %s\n", ev.Error)
+		case api.EventProgress:
+			if ev.Total > 0 && (ev.Done == ev.Total || ev.Done%(16<<10) == 0) {
+				fmt.Fprintf(stderr, "%-12s %s %d/%d bytes\n", ev.Device, ev.Phase, ev.Done, ev.Total)
 			}
 		}
 		return nil
 	})
-	if err != nil {
+	var failed *api.FailedError
+	switch {
+	case errors.As(err, &failed):
+		if !*asJSON {
+			fmt.Fprintf(stderr, "otagw mcu flash: %s\n", failed)
+		}
+		return 1
+	case err != nil:
 		return clientError(stderr, "mcu flash", err)
 	}
 	if !*asJSON {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DEVICE\tBUS\tRESULT\tFROM\tTO\tRETRIES\tREASON")
-		for _, r := range results {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Device, r.Bus, r.State, orDash(r.FromVersion), r.ToVersion, r.Retries, r.Reason)
+		fmt.Fprintln(tw, "DEVICE\tBUS\tRESULT\tVERSION\tRETRIES\tREASON")
+		for _, r := range end.Devices {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Device, r.Bus, r.Result, orDash(r.Version), r.Retries, r.Reason)
 		}
 		tw.Flush()
 	}
-	for _, r := range results {
-		if r.State == fanout.Failed {
-			failed = true
-		}
-	}
-	if failed || results == nil {
+	if len(end.Devices) == 0 {
 		return 1
 	}
+	for _, r := range end.Devices {
+		if r.Result == "failed" {
+			return 1
+		}
+	}
 	return 0
+}
+
+// joinNonEmpty joins the non-empty parts with ": ".
+func joinNonEmpty(parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ": ")
 }
 
 func runMCUList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -124,8 +122,8 @@ func runMCUList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var mcus []api.MCUStatus
-	if err := api.NewClient(*sock).Get(ctx, "/v1/mcu", &mcus); err != nil {
+	mcus, err := api.NewClient(*sock).MCUs(ctx)
+	if err != nil {
 		return clientError(stderr, "mcu list", err)
 	}
 	if *asJSON {

@@ -20,8 +20,8 @@ func runReload(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var st api.Status
-	if err := api.NewClient(*sock).Post(ctx, "/v1/reload", nil, &st); err != nil {
+	st, err := api.NewClient(*sock).Reload(ctx)
+	if err != nil {
 		return clientError(stderr, "reload", err)
 	}
 	fmt.Fprintf(stdout, "configuration reloaded (generation %d)\n", st.ConfigGeneration)

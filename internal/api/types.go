@@ -126,6 +126,27 @@ type Assessment struct {
 	Report  any    `json:"report,omitempty"` // the last health report
 }
 
+// HealthReport is the answer of GET /v1/health: one run of the configured
+// health checks (the JSON of watchdog/health.Report).
+type HealthReport struct {
+	OK       bool          `json:"ok"` // every required check passed
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"duration_ns"`
+	Results  []HealthCheck `json:"results"`
+}
+
+// HealthCheck is one check of a HealthReport.
+type HealthCheck struct {
+	Name     string        `json:"name"`
+	Kind     string        `json:"kind"` // unit, command, tcp, http, file, uptime
+	Required bool          `json:"required"`
+	OK       bool          `json:"ok"`
+	Detail   string        `json:"detail,omitempty"` // what was seen: "active", "exit 0", "HTTP 200"
+	Error    string        `json:"error,omitempty"`
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
 // SlotRequest is the body of mark-bad and rollback.
 type SlotRequest struct {
 	Slot   string `json:"slot,omitempty"` // empty: the booted slot
