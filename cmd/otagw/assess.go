@@ -42,6 +42,7 @@ func runMarkBad(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := flag.NewFlagSet("otagw mark-bad", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	reboot := fs.Bool("reboot", false, "reboot afterwards (into the other slot)")
+	asJSON := fs.Bool("json", false, "print the daemon's answer as JSON")
 	sock := socketFlag(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil || len(pos) > 1 {
@@ -51,8 +52,13 @@ func runMarkBad(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if len(pos) == 1 {
 		req.Slot = pos[0]
 	}
-	if _, err := api.NewClient(*sock).MarkBad(ctx, req); err != nil {
+	res, err := api.NewClient(*sock).MarkBad(ctx, req)
+	if err != nil {
 		return clientError(stderr, "mark-bad", err)
+	}
+	if *asJSON {
+		writeJSON(stdout, res)
+		return 0
 	}
 	what := req.Slot
 	if what == "" {
@@ -66,6 +72,7 @@ func runRollback(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs := flag.NewFlagSet("otagw rollback", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	reboot := fs.Bool("reboot", false, "reboot into it now")
+	asJSON := fs.Bool("json", false, "print the daemon's answer as JSON")
 	sock := socketFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -73,6 +80,10 @@ func runRollback(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	out, err := api.NewClient(*sock).Rollback(ctx, api.SlotRequest{Reboot: *reboot})
 	if err != nil {
 		return clientError(stderr, "rollback", err)
+	}
+	if *asJSON {
+		writeJSON(stdout, out)
+		return 0
 	}
 	fmt.Fprintf(stdout, "slot %s boots next%s\n", out.Slot, map[bool]string{true: "; rebooting", false: " (reboot to switch)"}[*reboot])
 	return 0
