@@ -58,6 +58,18 @@ func tail(s string, n int) string {
 	return strings.Join(l, "\n")
 }
 
+// nspawnJournalMatch is the journalctl match (FIELD=VALUE ...) by which
+// the check "journal-fields" in nspawn/check.sh finds the daemon's entry
+// in the container's journal: it proves the entries reach journald with
+// the native protocol, every zap field a journal field of its own.
+//
+// MERGE(i12-daemon): once the daemon logs each state it enters with
+// zap.String("event", state) (issue 12), set this to
+// "OTAGW_EVENT=committed": check.sh runs `otagw mark-good` before the
+// check, and the commit must be found. Until then the match is an entry
+// the daemon logs today at its first start: "state" with state=idle.
+const nspawnJournalMatch = "OTAGW_STATE=idle"
+
 // TestUnderSystemd installs the Debian package (scripts/deb.sh) into a
 // Debian userland with dpkg, boots it with systemd as PID 1 in
 // systemd-nspawn and checks the packaged otagw.service there: enabled by
@@ -66,7 +78,8 @@ func tail(s string, n int) string {
 // failure on a broken config while the service stays up), the health
 // check of a unit over D-Bus, otagw-committed.target started over D-Bus
 // on the boot of a committed slot, and the systemd watchdog restarting a hung
-// daemon (SIGSTOP).
+// daemon (SIGSTOP), and the daemon's structured fields in the journal
+// (nspawnJournalMatch).
 func TestUnderSystemd(t *testing.T) {
 	t.Parallel()
 	cached := nspawnRoot(t)
@@ -116,12 +129,14 @@ watchdog:
 `), 0o644)
 	put("var/lib/otagw-test/cmdline", []byte("rauc.slot=A\n"), 0o644)
 	put("usr/local/bin/otagw-nspawn-check", read("nspawn/check.sh"), 0o755)
+	put("etc/otagw-nspawn-check.env", []byte("JOURNAL_MATCH="+nspawnJournalMatch+"\n"), 0o644)
 	put("etc/systemd/system/otagw-nspawn-check.service", []byte(`[Unit]
 Description=otagw test driver
 After=otagw.service
 Wants=otagw.service
 [Service]
 Type=oneshot
+EnvironmentFile=/etc/otagw-nspawn-check.env
 ExecStart=/usr/local/bin/otagw-nspawn-check
 `), 0o644)
 	wants := filepath.Join(root, "etc/systemd/system/multi-user.target.wants")

@@ -20,6 +20,11 @@ i=0
 while ! systemctl is-active -q otagw-committed.target && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
 check committed-target-started systemctl is-active otagw-committed.target
 check health-over-dbus sh -c 'otagw health --json | grep -q "\"detail\": \"active\""'
+# The daemon writes to journald with the native protocol: its zap fields
+# are journal fields (event -> OTAGW_EVENT, state -> OTAGW_STATE, ...).
+# JOURNAL_MATCH comes from the host test (nspawnJournalMatch).
+check mark-good otagw mark-good
+check journal-fields sh -c "journalctl -q --no-pager -o json _SYSTEMD_UNIT=otagw.service _TRANSPORT=journal SYSLOG_IDENTIFIER=otagw $JOURNAL_MATCH | grep -q '\"PRIORITY\":\"6\"'"
 check reload-good systemctl reload otagw
 echo "daemon: {sockett: x}" >>/etc/otagw/otagw.yaml
 check reload-bad-fails sh -c '! systemctl reload otagw'
@@ -41,7 +46,7 @@ check watchdog-restart test "$(prop NRestarts)" -ge 1
 check new-main-pid test "$(prop MainPID)" != "$pid"
 check active-again systemctl is-active otagw
 check failed-with-watchdog sh -c 'journalctl -u otagw --no-pager | grep -q "Failed with result .watchdog."'
-check no-unhealthy-at-start sh -c '! journalctl -u otagw --no-pager | grep -q "api socket.*no such file"'
+check no-unhealthy-at-start sh -c '! journalctl -u otagw --no-pager -o verbose | grep -q "api socket.*no such file"'
 systemctl stop otagw
 check clean-stop sh -c 'test "$(systemctl show otagw -p Result --value)" = success'
 journalctl -u otagw --no-pager | tail -40
