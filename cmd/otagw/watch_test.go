@@ -288,3 +288,23 @@ func TestWatchUsage(t *testing.T) {
 		t.Errorf("no daemon: exit %d, %q", code, errOut)
 	}
 }
+
+// On a terminal progress is a live bar, ended before the next line.
+func TestWatchBar(t *testing.T) {
+	var b bytes.Buffer
+	p := &eventPrinter{w: &b, tty: true}
+	for _, ev := range installFlow()[1:] {
+		p.print(ev)
+	}
+	out := b.String()
+	installing := "14:03:09 state installing (from downloading) release 1.4.0 slot B: writing slot B\n"
+	installed := "\n14:03:17 state installed (from installing) release 1.4.0 slot B: reboot to activate\n"
+	i, j := strings.Index(out, installing), strings.Index(out, installed)
+	if i < 0 || j < 0 {
+		t.Fatalf("the state lines are not whole lines:\n%q", out)
+	}
+	bar := out[i+len(installing) : j]
+	if !strings.Contains(bar, "slot B rootfs") || !strings.Contains(bar, "100%") || strings.Contains(bar, "progress") {
+		t.Errorf("bar: %q", bar)
+	}
+}
