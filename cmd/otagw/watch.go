@@ -106,6 +106,9 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case errors.Is(err, api.ErrLagged):
 		fmt.Fprintln(stderr, "otagw watch: the daemon dropped this watcher because it fell behind (lagged); run it again")
 		return 1
+	case errors.Is(err, api.ErrNotFound):
+		fmt.Fprintf(stderr, "otagw watch: the daemon has no event stream (GET /v1/events: %v): it is older than this CLI\n", err)
+		return 1
 	case err != nil:
 		return clientError(stderr, "watch", err)
 	}

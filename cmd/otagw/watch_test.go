@@ -287,6 +287,12 @@ func TestWatchUsage(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "not running") {
 		t.Errorf("no daemon: exit %d, %q", code, errOut)
 	}
+	// a daemon without the route
+	sock, _ := serveStream(t, "POST /v1/install", nil)
+	_, errOut, code = watch(t, context.Background(), "--socket", sock)
+	if code != 1 || !strings.Contains(errOut, "no event stream") {
+		t.Errorf("an older daemon: exit %d, %q", code, errOut)
+	}
 }
 
 // On a terminal progress is a live bar, ended before the next line.
