@@ -67,8 +67,8 @@ func tail(s string, n int) string {
 // zap.String("event", state) (issue 12), set this to
 // "OTAGW_EVENT=committed": check.sh runs `otagw mark-good` before the
 // check, and the commit must be found. Until then the match is an entry
-// the daemon logs today at its first start: "state" with state=idle.
-const nspawnJournalMatch = "OTAGW_STATE=idle"
+// the daemon logs today at every start: "booted slot" with slot=A.
+const nspawnJournalMatch = "OTAGW_SLOT=A"
 
 // TestUnderSystemd installs the Debian package (scripts/deb.sh) into a
 // Debian userland with dpkg, boots it with systemd as PID 1 in

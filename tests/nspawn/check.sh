@@ -50,5 +50,7 @@ check no-unhealthy-at-start sh -c '! journalctl -u otagw --no-pager -o verbose |
 systemctl stop otagw
 check clean-stop sh -c 'test "$(systemctl show otagw -p Result --value)" = success'
 journalctl -u otagw --no-pager | tail -40
+echo "the daemon's first journal entries, all fields:"
+journalctl _SYSTEMD_UNIT=otagw.service --no-pager -o verbose | head -60
 echo "RESULTS DONE"
 systemctl poweroff
