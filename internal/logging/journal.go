@@ -109,7 +109,13 @@ func (c *journalCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcor
 	return ce
 }
 
-func (c *journalCore) Sync() error { return nil }
+// Sync flushes the fallback; journald's datagrams need no flushing.
+func (c *journalCore) Sync() error {
+	if c.fallback != nil {
+		return c.fallback.Sync()
+	}
+	return nil
+}
 
 func (c *journalCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 	msg := c.encode(ent, fields)
