@@ -47,6 +47,17 @@ check new-main-pid test "$(prop MainPID)" != "$pid"
 check active-again systemctl is-active otagw
 check failed-with-watchdog sh -c 'journalctl -u otagw --no-pager | grep -q "Failed with result .watchdog."'
 check no-unhealthy-at-start sh -c '! journalctl -u otagw --no-pager -o verbose | grep -q "api socket.*no such file"'
+# A release through the whole flow under systemd: installed into slot B,
+# booted by the simulated boot loader (boot.cmd on the file environment),
+# assessed and committed by the restarted daemon; the journal finds the
+# commit by its fields (JOURNAL_COMMIT from the host test).
+check install-2.0.0 otagw install /var/lib/otagw-test/bundle-2.0.0.otagw
+check boot-into-B sh -c 'otagw sim boot --config /etc/otagw/otagw.yaml && grep -q "rauc.slot=B" /var/lib/otagw-test/cmdline'
+systemctl restart otagw
+i=0
+while ! otagw status --json | grep -q '"committed": "2.0.0"' && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
+check committed-2.0.0 sh -c 'otagw status --json | grep -q "\"committed\": \"2.0.0\""'
+check journal-commit sh -c "journalctl -q --no-pager -o json _SYSTEMD_UNIT=otagw.service _TRANSPORT=journal $JOURNAL_COMMIT | grep -q ."
 systemctl stop otagw
 check clean-stop sh -c 'test "$(systemctl show otagw -p Result --value)" = success'
 journalctl -u otagw --no-pager | tail -40
