@@ -124,6 +124,8 @@ type Assessment struct {
 	Rounds  int    `json:"rounds,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Report  any    `json:"report,omitempty"` // the last health report
+	// MERGE(i12-daemon): Report becomes *HealthReport, which the daemon
+	// fills with health.Report.API() (internal/daemon is not this branch's).
 }
 
 // HealthReport is the answer of GET /v1/health: one run of the configured
