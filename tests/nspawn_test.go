@@ -58,6 +58,22 @@ func tail(s string, n int) string {
 	return strings.Join(l, "\n")
 }
 
+// nspawnJournalMatch is the journalctl match (FIELD=VALUE ...) by which
+// the check "journal-fields" in nspawn/check.sh finds one of the daemon's
+// entries in the container's journal: it proves the entries reach
+// journald with the native protocol, every zap field a journal field of
+// its own. "booted slot" with slot=A is logged at every start.
+const nspawnJournalMatch = "OTAGW_SLOT=A"
+
+// nspawnCommitMatch finds the commit of release 2.0.0 (check
+// "journal-commit"), after check.sh has installed it, booted it with the
+// simulated boot loader and restarted the daemon, whose assessment commits
+// it.
+// The daemon logs each state it enters with zap.String("event", state)
+// and the release; the journal core makes them OTAGW_EVENT and
+// OTAGW_RELEASE: the issue's `journalctl OTAGW_EVENT=committed`.
+const nspawnCommitMatch = "OTAGW_EVENT=committed OTAGW_RELEASE=2.0.0"
+
 // TestUnderSystemd installs the Debian package (scripts/deb.sh) into a
 // Debian userland with dpkg, boots it with systemd as PID 1 in
 // systemd-nspawn and checks the packaged otagw.service there: enabled by
@@ -66,7 +82,10 @@ func tail(s string, n int) string {
 // failure on a broken config while the service stays up), the health
 // check of a unit over D-Bus, otagw-committed.target started over D-Bus
 // on the boot of a committed slot, and the systemd watchdog restarting a hung
-// daemon (SIGSTOP).
+// daemon (SIGSTOP), the daemon's structured fields in the journal
+// (nspawnJournalMatch), and a release through the whole flow: install,
+// boot (`otagw sim boot`), assessment, commit, found in the journal by
+// its fields (nspawnCommitMatch).
 func TestUnderSystemd(t *testing.T) {
 	t.Parallel()
 	cached := nspawnRoot(t)
@@ -100,14 +119,40 @@ func TestUnderSystemd(t *testing.T) {
 		t.Fatalf("dpkg -i in the container: %v\n%s", err, out)
 	}
 	put("etc/systemd/system/otagw.service.d/test.conf", []byte("[Service]\nWatchdogSec=4s\nRestartSec=1s\nReadWritePaths=/var/lib/otagw-test\n"), 0o644)
+	// Release 2.0.0, signed here, for the container to install into slot B.
+	keys, work := t.TempDir(), t.TempDir()
+	if _, e, code := otagw(t, nil, "keygen", "--out", keys); code != 0 {
+		t.Fatalf("keygen: %s", e)
+	}
+	put("etc/otagw/keyring/signing.pub", read(filepath.Join(keys, "signing.pub")), 0o644)
+	os.WriteFile(filepath.Join(work, "image"), testImage(1<<20), 0o644)
+	bundle := filepath.Join(root, "var/lib/otagw-test/bundle-2.0.0.otagw")
+	os.MkdirAll(filepath.Dir(bundle), 0o755)
+	if _, e, code := otagw(t, nil, "bundle", "create", "--key", filepath.Join(keys, "signing.key"), "--compatible", "otagw-nspawn",
+		"--version", "2.0.0", "--chunk-size", "262144", "rootfs="+filepath.Join(work, "image"), "-o", bundle); code != 0 {
+		t.Fatalf("bundle create: %s", e)
+	}
+	for _, img := range []string{"A.img", "B.img"} {
+		put("var/lib/otagw-test/"+img, nil, 0o644)
+		os.Truncate(filepath.Join(root, "var/lib/otagw-test", img), 2<<20)
+	}
+	put("var/lib/otagw-test/uptime", []byte("5.00 5.00\n"), 0o644)
 	put("etc/otagw/otagw.yaml", []byte(`daemon:
   read_group: "0"
   admin_group: "0"
   reboot_command: [/bin/true]
+  uptime_file: /var/lib/otagw-test/uptime
 boot:
   backend: file
   file: /var/lib/otagw-test/bootenv.txt
   cmdline: /var/lib/otagw-test/cmdline
+rootfs:
+  slots:
+    - {name: rootfs.0, class: rootfs, device: /var/lib/otagw-test/A.img, bootname: A}
+    - {name: rootfs.1, class: rootfs, device: /var/lib/otagw-test/B.img, bootname: B}
+update:
+  keyring: /etc/otagw/keyring
+  compatible: otagw-nspawn
 health:
   checks:
     - {name: bus, unit: dbus.service}
@@ -116,12 +161,14 @@ watchdog:
 `), 0o644)
 	put("var/lib/otagw-test/cmdline", []byte("rauc.slot=A\n"), 0o644)
 	put("usr/local/bin/otagw-nspawn-check", read("nspawn/check.sh"), 0o755)
+	put("etc/otagw-nspawn-check.env", []byte("JOURNAL_MATCH="+nspawnJournalMatch+"\nJOURNAL_COMMIT="+nspawnCommitMatch+"\n"), 0o644)
 	put("etc/systemd/system/otagw-nspawn-check.service", []byte(`[Unit]
 Description=otagw test driver
 After=otagw.service
 Wants=otagw.service
 [Service]
 Type=oneshot
+EnvironmentFile=/etc/otagw-nspawn-check.env
 ExecStart=/usr/local/bin/otagw-nspawn-check
 `), 0o644)
 	wants := filepath.Join(root, "etc/systemd/system/multi-user.target.wants")

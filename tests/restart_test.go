@@ -26,9 +26,12 @@ type eventStream struct {
 	cancel context.CancelFunc
 }
 
+// followEvents follows the daemon through `otagw watch --json`, as an
+// operator's script would.
 func followEvents(t *testing.T, sock string) *eventStream {
 	t.Helper()
-	return followEventsOf(t, sock, "/v1/events")
+	ch, stop := followWatch(t, sock)
+	return &eventStream{ch: ch, cancel: stop}
 }
 
 // followEventsOf reads path (GET /v1/events with a query) as NDJSON.

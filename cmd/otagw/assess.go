@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"text/tabwriter"
+	"time"
 
 	"github.com/otagw/otagw/internal/api"
-	"github.com/otagw/otagw/watchdog/health"
 )
 
 func init() {
@@ -26,17 +26,15 @@ func runMarkGood(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var res json.RawMessage
-	if err := api.NewClient(*sock).Post(ctx, "/v1/mark-good", nil, &res); err != nil {
+	res, err := api.NewClient(*sock).MarkGood(ctx)
+	if err != nil {
 		return clientError(stderr, "mark-good", err)
 	}
 	if *asJSON {
-		fmt.Fprintln(stdout, string(res))
+		writeJSON(stdout, res)
 		return 0
 	}
-	var r struct{ Slot string }
-	json.Unmarshal(res, &r)
-	fmt.Fprintf(stdout, "slot %s marked good and committed\n", r.Slot)
+	fmt.Fprintf(stdout, "slot %s marked good and committed\n", res.Slot)
 	return 0
 }
 
@@ -44,6 +42,7 @@ func runMarkBad(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := flag.NewFlagSet("otagw mark-bad", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	reboot := fs.Bool("reboot", false, "reboot afterwards (into the other slot)")
+	asJSON := fs.Bool("json", false, "print the daemon's answer as JSON")
 	sock := socketFlag(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil || len(pos) > 1 {
@@ -53,8 +52,13 @@ func runMarkBad(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if len(pos) == 1 {
 		req.Slot = pos[0]
 	}
-	if err := api.NewClient(*sock).Post(ctx, "/v1/mark-bad", req, nil); err != nil {
+	res, err := api.NewClient(*sock).MarkBad(ctx, req)
+	if err != nil {
 		return clientError(stderr, "mark-bad", err)
+	}
+	if *asJSON {
+		writeJSON(stdout, res)
+		return 0
 	}
 	what := req.Slot
 	if what == "" {
@@ -68,13 +72,18 @@ func runRollback(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs := flag.NewFlagSet("otagw rollback", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	reboot := fs.Bool("reboot", false, "reboot into it now")
+	asJSON := fs.Bool("json", false, "print the daemon's answer as JSON")
 	sock := socketFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var out api.SlotRequest
-	if err := api.NewClient(*sock).Post(ctx, "/v1/rollback", api.SlotRequest{Reboot: *reboot}, &out); err != nil {
+	out, err := api.NewClient(*sock).Rollback(ctx, api.SlotRequest{Reboot: *reboot})
+	if err != nil {
 		return clientError(stderr, "rollback", err)
+	}
+	if *asJSON {
+		writeJSON(stdout, out)
+		return 0
 	}
 	fmt.Fprintf(stdout, "slot %s boots next%s\n", out.Slot, map[bool]string{true: "; rebooting", false: " (reboot to switch)"}[*reboot])
 	return 0
@@ -88,17 +97,43 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var rep health.Report
-	if err := api.NewClient(*sock).Get(ctx, "/v1/health", &rep); err != nil {
+	rep, err := api.NewClient(*sock).Health(ctx)
+	if err != nil {
 		return clientError(stderr, "health", err)
 	}
 	if *asJSON {
 		writeJSON(stdout, rep)
 	} else {
-		rep.WriteText(stdout)
+		writeHealthText(stdout, rep)
 	}
 	if !rep.OK {
 		return 1
 	}
 	return 0
+}
+
+// writeHealthText prints a health report as a table for people: one line
+// per check ("ok", "FAIL" for a required failure, "warn" for an optional
+// one), then the verdict.
+func writeHealthText(w io.Writer, r api.HealthReport) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	failed := 0
+	for _, res := range r.Results {
+		status := "ok"
+		switch {
+		case !res.OK && res.Required:
+			status = "FAIL"
+			failed++
+		case !res.OK:
+			status = "warn"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", status, res.Name, res.Kind, res.Detail,
+			res.Duration.Round(time.Millisecond), res.Error)
+	}
+	verdict := "healthy"
+	if !r.OK {
+		verdict = fmt.Sprintf("UNHEALTHY: %d required check(s) failed", failed)
+	}
+	fmt.Fprintf(tw, "%s (%d checks in %v)\n", verdict, len(r.Results), r.Duration.Round(time.Millisecond))
+	tw.Flush()
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/config"
 )
 
@@ -28,6 +29,17 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// writeEvent prints one event as one line of JSON (the --json form of the
+// event streams: install, mcu flash, watch).
+func writeEvent(w io.Writer, ev api.Event) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
 }
 
 // clientError prints one line for a failed API call and returns exit 1.

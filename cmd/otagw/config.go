@@ -25,10 +25,11 @@ func init() {
 func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("otagw config apply", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the status after the change as JSON")
 	sock := socketFlag(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil || len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: otagw config apply FILE|-")
+		fmt.Fprintln(stderr, "usage: otagw config apply [--json] FILE|-")
 		return 2
 	}
 	var data []byte
@@ -40,10 +41,14 @@ func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return clientError(stderr, "config apply", err)
 	}
-	var st api.Status
-	if err := api.NewClient(*sock).PostRaw(ctx, "/v1/config", "application/yaml", data, &st); err != nil {
+	st, err := api.NewClient(*sock).ConfigApply(ctx, data)
+	if err != nil {
 		fmt.Fprintf(stderr, "otagw config apply: refused, nothing changed:\n%v\n", err)
 		return 1
+	}
+	if *asJSON {
+		writeJSON(stdout, st)
+		return 0
 	}
 	fmt.Fprintf(stdout, "configuration applied (generation %d)\n", st.ConfigGeneration)
 	return 0

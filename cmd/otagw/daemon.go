@@ -20,7 +20,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("otagw daemon", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", config.DefaultPath, "configuration file")
-	logFormat := fs.String("log-format", "", "console, json or journal (default: journal under systemd, console otherwise)")
+	logFormat := fs.String("log-format", "", "console, json, journal (stderr lines with <N> priorities) or native (journald protocol, fields as OTAGW_* journal fields) (default: native under systemd with the journal, console otherwise)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

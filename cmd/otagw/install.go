@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,8 +42,8 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			fs.Usage()
 			return 2
 		}
-		var ev api.Event
-		if err := api.NewClient(*sock).Post(ctx, "/v1/install/cancel", struct{}{}, &ev); err != nil {
+		ev, err := api.NewClient(*sock).InstallCancel(ctx)
+		if err != nil {
 			return clientError(stderr, "install --cancel", err)
 		}
 		if *asJSON {
@@ -62,7 +61,7 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fs.Usage()
 		return 2
 	}
-	client := api.NewClient(*sock)
+	var bundle *os.File
 	if src != "" && !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
 		// A local file is opened here, with the caller's own credentials,
 		// and passed to the daemon as an open descriptor: the daemon (root)
@@ -72,7 +71,7 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			return clientError(stderr, "install", err)
 		}
 		defer f.Close()
-		src, client = api.FDSource(name), client.WithFile(f)
+		src, bundle = api.FDSource(name), f
 	}
 	var bar *progressbar.ProgressBar
 	tty := false
@@ -80,43 +79,29 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		tty = true
 	}
 	lastLine := time.Time{}
-	var outcome *api.Event
-	err = client.Stream(ctx, "POST", "/v1/install", api.InstallRequest{Source: src, Resume: *resume, Now: *now}, func(raw json.RawMessage) error {
-		var ev api.Event
-		if err := json.Unmarshal(raw, &ev); err != nil {
-			return err
-		}
+	req := api.InstallRequest{Source: src, Resume: *resume, Now: *now}
+	outcome, err := api.NewClient(*sock).Install(ctx, req, bundle, func(ev api.Event) error {
 		if *asJSON {
-			fmt.Fprintln(stdout, string(raw))
+			return writeEvent(stdout, ev)
 		}
-		switch ev.Type {
-		case api.EventProgress:
-			if *asJSON {
-				return nil
+		if ev.Type != api.EventProgress {
+			return nil
+		}
+		if tty {
+			if bar == nil {
+				bar = progressbar.NewOptions64(ev.Total, progressbar.OptionSetWriter(stderr),
+					progressbar.OptionShowBytes(true), progressbar.OptionSetDescription("installing "+ev.Slot),
+					progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(100*time.Millisecond))
 			}
-			if tty {
-				if bar == nil {
-					bar = progressbar.NewOptions64(ev.Total, progressbar.OptionSetWriter(stderr),
-						progressbar.OptionShowBytes(true), progressbar.OptionSetDescription("installing "+ev.Slot),
-						progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(100*time.Millisecond))
-				}
-				bar.Set64(ev.Done)
-			} else if time.Since(lastLine) > 2*time.Second || ev.Done == ev.Total {
-				lastLine = time.Now()
-				eta := "-"
-				if ev.Rate > 0 {
-					eta = (time.Duration(float64(ev.Total-ev.Done)/ev.Rate) * time.Second).Round(time.Second).String()
-				}
-				fmt.Fprintf(stderr, "%s: chunk %d/%d, %d/%d MiB, %.1f MiB/s, ETA %s\n", ev.Slot, ev.Chunk+1, ev.Chunks,
-					ev.Done>>20, ev.Total>>20, ev.Rate/(1<<20), eta)
+			bar.Set64(ev.Done)
+		} else if time.Since(lastLine) > 2*time.Second || ev.Done == ev.Total {
+			lastLine = time.Now()
+			eta := "-"
+			if ev.Rate > 0 {
+				eta = (time.Duration(float64(ev.Total-ev.Done)/ev.Rate) * time.Second).Round(time.Second).String()
 			}
-		case api.EventDone, api.EventError:
-			e := ev
-			outcome = &e
-		case api.EventLagged:
-			e := ev
-			e.Kind, e.Error = api.EventLagged, "this client fell behind the install's events; the install goes on: follow it with otagw status"
-			outcome = &e
+			fmt.Fprintf(stderr, "%s: chunk %d/%d, %d/%d MiB, %.1f MiB/s, ETA %s\n", ev.Slot, ev.Chunk+1, ev.Chunks,
+				ev.Done>>20, ev.Total>>20, ev.Rate/(1<<20), eta)
 		}
 		return nil
 	})
@@ -124,22 +109,21 @@ func runInstall(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		bar.Finish()
 		fmt.Fprintln(stderr)
 	}
-	if err != nil {
-		if errors.Is(err, api.ErrBusy) {
-			fmt.Fprintf(stderr, "otagw install: %v (follow it with: otagw install --resume)\n", err)
-			return 1
-		}
-		return clientError(stderr, "install", err)
-	}
+	var failed *api.FailedError
 	switch {
-	case outcome == nil:
+	case errors.As(err, &failed):
+		if !*asJSON {
+			fmt.Fprintf(stderr, "otagw install: %s\n", failed)
+		}
+		return 1
+	case errors.Is(err, api.ErrStreamCut):
 		fmt.Fprintln(stderr, "otagw install: the daemon stopped before the install ended; it resumes from its last verified chunk at the next start (see otagw status)")
 		return 1
-	case outcome.Type != api.EventDone:
-		if !*asJSON {
-			fmt.Fprintf(stderr, "otagw install: %s: %s\n", outcome.Kind, outcome.Error)
-		}
+	case errors.Is(err, api.ErrBusy):
+		fmt.Fprintf(stderr, "otagw install: %v (follow it with: otagw install --resume)\n", err)
 		return 1
+	case err != nil:
+		return clientError(stderr, "install", err)
 	}
 	if !*asJSON {
 		fmt.Fprintf(stdout, "installed release %s into slot %s; it boots next (reboot to activate)\n", outcome.Release, outcome.Slot)

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,7 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/otagw/otagw/downstream/fanout"
 	"github.com/otagw/otagw/internal/api"
 )
 
@@ -54,65 +53,65 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 		files, srcs = append(files, f), append(srcs, api.FDSource(pkg))
 	}
 	req := api.MCUFlashRequest{Package: srcs[0], More: srcs[1:], All: *all, Devices: devices, Now: *now}
-	var results []api.DeviceResult
-	failed := false
-	err = api.NewClient(*sock).WithFiles(files...).Stream(ctx, "POST", "/v1/mcu/flash", req, func(raw json.RawMessage) error {
+	end, err := api.NewClient(*sock).MCUFlash(ctx, req, files, func(ev api.Event) error {
 		if *asJSON {
-			fmt.Fprintln(stdout, string(raw))
+			return writeEvent(stdout, ev)
 		}
-		var e api.Event
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return err
-		}
-		switch e.Type {
+		switch ev.Type {
 		case api.EventDevice:
-			if *asJSON {
-				return nil
-			}
 			switch {
-			case strings.HasPrefix(e.Message, "retry "):
-				fmt.Fprintf(stderr, "%-12s %s\n", e.Device, e.Message)
-			case e.Phase != "" && e.Result == "" && e.Message != "started":
-				fmt.Fprintf(stderr, "%-12s %s\n", e.Device, e.Phase)
+			case ev.Result != "":
+				fmt.Fprintf(stderr, "%-12s %s\n", ev.Device, joinNonEmpty(ev.Result, ev.Message))
+			case ev.Phase != "":
+				fmt.Fprintf(stderr, "%-12s %s\n", ev.Device, ev.Phase)
+			case ev.Message != "":
+				fmt.Fprintf(stderr, "%-12s %s\n", ev.Device, ev.Message)
 			}
 		case api.EventProgress:
-			if !*asJSON && e.Total > 0 && (e.Done == e.Total || e.Done%(16<<10) == 0) {
-				fmt.Fprintf(stderr, "%-12s %s %d/%d bytes\n", e.Device, e.Phase, e.Done, e.Total)
-			}
-		case api.EventDone:
-			results = e.Devices
-		case api.EventError, api.EventLagged:
-			failed = true
-			if !*asJSON {
-				msg := e.Error
-				if e.Type == api.EventLagged {
-					msg = "this client fell behind the fan-out's events; see otagw mcu list"
-				}
-				fmt.Fprintf(stderr, "otagw mcu flash: %s\n", msg)
+			if ev.Total > 0 && (ev.Done == ev.Total || ev.Done%(16<<10) == 0) {
+				fmt.Fprintf(stderr, "%-12s %s %d/%d bytes\n", ev.Device, ev.Phase, ev.Done, ev.Total)
 			}
 		}
 		return nil
 	})
-	if err != nil {
+	var failed *api.FailedError
+	switch {
+	case errors.As(err, &failed):
+		if !*asJSON {
+			fmt.Fprintf(stderr, "otagw mcu flash: %s\n", failed)
+		}
+		return 1
+	case err != nil:
 		return clientError(stderr, "mcu flash", err)
 	}
 	if !*asJSON {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DEVICE\tBUS\tRESULT\tFROM\tTO\tRETRIES\tREASON")
-		for _, r := range results {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Device, r.Bus, r.Result, orDash(r.From), r.Version, r.Retries, r.Reason)
+		fmt.Fprintln(tw, "DEVICE\tBUS\tRESULT\tVERSION\tRETRIES\tREASON")
+		for _, r := range end.Devices {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Device, r.Bus, r.Result, orDash(r.Version), r.Retries, r.Reason)
 		}
 		tw.Flush()
 	}
-	for _, r := range results {
-		if r.Result == string(fanout.Failed) {
-			failed = true
-		}
-	}
-	if failed || results == nil {
+	if len(end.Devices) == 0 {
 		return 1
 	}
+	for _, r := range end.Devices {
+		if r.Result == "failed" {
+			return 1
+		}
+	}
 	return 0
+}
+
+// joinNonEmpty joins the non-empty parts with ": ".
+func joinNonEmpty(parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ": ")
 }
 
 func runMCUList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -123,8 +122,8 @@ func runMCUList(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var mcus []api.MCUStatus
-	if err := api.NewClient(*sock).Get(ctx, "/v1/mcu", &mcus); err != nil {
+	mcus, err := api.NewClient(*sock).MCUs(ctx)
+	if err != nil {
 		return clientError(stderr, "mcu list", err)
 	}
 	if *asJSON {

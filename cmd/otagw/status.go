@@ -24,8 +24,8 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var st api.Status
-	if err := api.NewClient(*sock).Get(ctx, "/v1/status", &st); err != nil {
+	st, err := api.NewClient(*sock).Status(ctx)
+	if err != nil {
 		return clientError(stderr, "status", err)
 	}
 	if *asJSON {

@@ -27,8 +27,7 @@ func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		Revision string `json:"revision,omitempty"`
 		Daemon   string `json:"daemon,omitempty"`
 	}{CLI: buildinfo.Version, Revision: buildinfo.Revision()}
-	var st api.Status
-	if err := api.NewClient(*sock).Get(ctx, "/v1/status", &st); err == nil {
+	if st, err := api.NewClient(*sock).Status(ctx); err == nil {
 		out.Daemon = st.Version
 	}
 	if *asJSON {

@@ -10,13 +10,14 @@
 //	ln, _ := api.Listen("/run/otagw/otagw.sock", gid) // mode 0660, group gid
 //	go srv.Serve(ln)                                  // + ACL for the read and admin groups
 //
-// CLI side:
+// CLI side, the typed client (client.go), one method per route:
 //
 //	c := api.NewClient("/run/otagw/otagw.sock")
-//	var st api.Status
-//	err := c.Get(ctx, "/v1/status", &st) // errors.Is(err, api.ErrNotRunning) when nobody listens
+//	st, err := c.Status(ctx) // errors.Is(err, api.ErrNotRunning) when nobody listens
+//	err = c.Events(ctx, nil, func(ev api.Event) error { ... }) // GET /v1/events
 //
-// Long operations answer with line-delimited JSON events (Stream).
+// Long operations (install, MCU flash) and the event stream answer with
+// line-delimited JSON, one api.Event per line.
 //
 // # Who can connect
 //

@@ -101,12 +101,33 @@ type Liveness struct {
 
 // Assessment is the outcome of this boot's assessment.
 type Assessment struct {
-	Outcome string `json:"outcome"` // not-pending, committed, rolled-back, commit-failed
-	Slot    string `json:"slot"`
-	Reason  string `json:"reason,omitempty"`
-	Rounds  int    `json:"rounds,omitempty"`
-	Error   string `json:"error,omitempty"`
-	Report  any    `json:"report,omitempty"` // the last health report
+	Outcome string        `json:"outcome"` // not-pending, committed, rolled-back, commit-failed
+	Slot    string        `json:"slot"`
+	Reason  string        `json:"reason,omitempty"`
+	Rounds  int           `json:"rounds,omitempty"`
+	Error   string        `json:"error,omitempty"`
+	Report  *HealthReport `json:"report,omitempty"` // the last health report
+}
+
+// HealthReport is the answer of GET /v1/health: one run of the configured
+// health checks (the JSON of watchdog/health.Report).
+type HealthReport struct {
+	OK       bool          `json:"ok"` // every required check passed
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"duration_ns"`
+	Results  []HealthCheck `json:"results"`
+}
+
+// HealthCheck is one check of a HealthReport.
+type HealthCheck struct {
+	Name     string        `json:"name"`
+	Kind     string        `json:"kind"` // unit, command, tcp, http, file, uptime
+	Required bool          `json:"required"`
+	OK       bool          `json:"ok"`
+	Detail   string        `json:"detail,omitempty"` // what was seen: "active", "exit 0", "HTTP 200"
+	Error    string        `json:"error,omitempty"`
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"duration_ns"`
 }
 
 // SlotRequest is the body of mark-bad and rollback.

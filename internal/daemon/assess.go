@@ -153,7 +153,7 @@ func (h *healthPart) run(pending bool, version string) {
 	if h.ctx.Err() != nil {
 		return
 	}
-	a := &api.Assessment{Outcome: string(res.Outcome), Slot: res.Slot, Reason: res.Reason, Rounds: res.Rounds, Report: &res.Report}
+	a := &api.Assessment{Outcome: string(res.Outcome), Slot: res.Slot, Reason: res.Reason, Rounds: res.Rounds, Report: res.Report.API()}
 	if err != nil {
 		a.Error = err.Error()
 	}

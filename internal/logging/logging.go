@@ -1,7 +1,14 @@
-// Package logging builds otagw's zap logger. Under systemd (JOURNAL_STREAM
-// set, or format "journal") lines carry no timestamp and start with a
-// syslog priority prefix such as "<3>", so journald keeps the level;
-// elsewhere they are human-readable console lines or JSON.
+// Package logging builds otagw's zap logger. Under systemd, when stderr is
+// the journal (JOURNAL_STREAM) and the journal's socket takes datagrams,
+// entries go to journald with its native protocol, every zap field its own
+// journal field (event -> OTAGW_EVENT, see JournalField), so that
+//
+//	journalctl OTAGW_EVENT=committed
+//
+// finds them. Otherwise under systemd (or with format "journal") lines go
+// to stderr with no timestamp and a syslog priority prefix such as "<3>",
+// so journald keeps the level; elsewhere they are human-readable console
+// lines or JSON.
 //
 //	log, level, err := logging.New(logging.Auto, "info", os.Stderr)
 //	level.SetLevel(zap.DebugLevel) // on config reload
@@ -23,6 +30,7 @@ const (
 	Console = "console" // human-readable with timestamps
 	JSON    = "json"    // one JSON object per line
 	Journal = "journal" // no timestamps, <N> priority prefixes
+	Native  = "native"  // journald's native protocol, fields as journal fields; "journal" lines if refused
 )
 
 // New returns a logger writing to w and the level that controls it.
@@ -33,7 +41,9 @@ func New(format, level string, w io.Writer) (*zap.Logger, zap.AtomicLevel, error
 	}
 	if format == Auto {
 		format = Console
-		if os.Getenv("JOURNAL_STREAM") != "" {
+		if UnderJournal() {
+			format = Native
+		} else if os.Getenv("JOURNAL_STREAM") != "" {
 			format = Journal
 		}
 	}
@@ -50,14 +60,21 @@ func New(format, level string, w io.Writer) (*zap.Logger, zap.AtomicLevel, error
 	case Console:
 		ec.EncodeLevel = zapcore.CapitalLevelEncoder
 		enc = zapcore.NewConsoleEncoder(ec)
-	case Journal:
+	case Journal, Native:
 		ec.TimeKey = ""
 		ec.LevelKey = ""
 		enc = journalEncoder{zapcore.NewConsoleEncoder(ec)}
 	default:
-		return nil, lvl, fmt.Errorf("log format %q: want console, json or journal", format)
+		return nil, lvl, fmt.Errorf("log format %q: want console, json, journal or native", format)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
+	if format == Native {
+		jc, err := NewJournalCore(JournalSocket, "otagw", lvl, core)
+		if err != nil {
+			return nil, lvl, err
+		}
+		core = jc
+	}
 	return zap.New(core), lvl, nil
 }
 

@@ -20,6 +20,11 @@ i=0
 while ! systemctl is-active -q otagw-committed.target && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
 check committed-target-started systemctl is-active otagw-committed.target
 check health-over-dbus sh -c 'otagw health --json | grep -q "\"detail\": \"active\""'
+# The daemon writes to journald with the native protocol: its zap fields
+# are journal fields (event -> OTAGW_EVENT, state -> OTAGW_STATE, ...).
+# JOURNAL_MATCH comes from the host test (nspawnJournalMatch).
+check mark-good otagw mark-good
+check journal-fields sh -c "journalctl -q --no-pager -o json _SYSTEMD_UNIT=otagw.service _TRANSPORT=journal SYSLOG_IDENTIFIER=otagw $JOURNAL_MATCH | grep -q '\"PRIORITY\":\"6\"'"
 check reload-good systemctl reload otagw
 echo "daemon: {sockett: x}" >>/etc/otagw/otagw.yaml
 check reload-bad-fails sh -c '! systemctl reload otagw'
@@ -41,9 +46,22 @@ check watchdog-restart test "$(prop NRestarts)" -ge 1
 check new-main-pid test "$(prop MainPID)" != "$pid"
 check active-again systemctl is-active otagw
 check failed-with-watchdog sh -c 'journalctl -u otagw --no-pager | grep -q "Failed with result .watchdog."'
-check no-unhealthy-at-start sh -c '! journalctl -u otagw --no-pager | grep -q "api socket.*no such file"'
+check no-unhealthy-at-start sh -c '! journalctl -u otagw --no-pager -o verbose | grep -q "api socket.*no such file"'
+# A release through the whole flow under systemd: installed into slot B,
+# booted by the simulated boot loader (boot.cmd on the file environment),
+# assessed and committed by the restarted daemon; the journal finds the
+# commit by its fields (JOURNAL_COMMIT from the host test).
+check install-2.0.0 otagw install /var/lib/otagw-test/bundle-2.0.0.otagw
+check boot-into-B sh -c 'otagw sim boot --config /etc/otagw/otagw.yaml && grep -q "rauc.slot=B" /var/lib/otagw-test/cmdline'
+systemctl restart otagw
+i=0
+while ! otagw status --json | grep -q '"committed": "2.0.0"' && [ $i -lt 60 ]; do sleep 0.5; i=$((i + 1)); done
+check committed-2.0.0 sh -c 'otagw status --json | grep -q "\"committed\": \"2.0.0\""'
+check journal-commit sh -c "journalctl -q --no-pager -o json _SYSTEMD_UNIT=otagw.service _TRANSPORT=journal $JOURNAL_COMMIT | grep -q ."
 systemctl stop otagw
 check clean-stop sh -c 'test "$(systemctl show otagw -p Result --value)" = success'
 journalctl -u otagw --no-pager | tail -40
+echo "the daemon's first journal entries, all fields:"
+journalctl _SYSTEMD_UNIT=otagw.service --no-pager -o verbose | head -60
 echo "RESULTS DONE"
 systemctl poweroff
