@@ -86,9 +86,9 @@ func runMCUFlashDaemon(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	if !*asJSON {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DEVICE\tBUS\tRESULT\tVERSION\tRETRIES\tREASON")
+		fmt.Fprintln(tw, "DEVICE\tBUS\tRESULT\tFROM\tVERSION\tRETRIES\tREASON")
 		for _, r := range end.Devices {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.Device, r.Bus, r.Result, orDash(r.Version), r.Retries, r.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Device, r.Bus, r.Result, orDash(r.From), orDash(r.Version), r.Retries, r.Reason)
 		}
 		tw.Flush()
 	}

@@ -105,7 +105,7 @@ func TestMCUFlashStream(t *testing.T) {
 		{Type: api.EventDevice, State: api.StateFlashing, Device: "pump", Bus: "can0", Result: "success"},
 		{Type: api.EventDevice, State: api.StateFlashing, Device: "door", Bus: "can0", Result: "postponed", Message: "precondition not met"},
 		{Type: api.EventDone, State: api.StateFlashing, Devices: []api.DeviceResult{
-			{Device: "pump", Bus: "can0", Result: "success", Version: "1.2.0", Retries: 1},
+			{Device: "pump", Bus: "can0", Result: "success", From: "1.1.0", Version: "1.2.0", Retries: 1},
 			{Device: "door", Bus: "can0", Result: "postponed", Reason: "precondition not met"}}},
 	}
 	pkg := filepath.Join(t.TempDir(), "fw.otamcu")
@@ -115,9 +115,9 @@ func TestMCUFlashStream(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	wantOut := "DEVICE  BUS   RESULT     VERSION  RETRIES  REASON\n" +
-		"pump    can0  success    1.2.0    1        \n" +
-		"door    can0  postponed  -        0        precondition not met\n"
+	wantOut := "DEVICE  BUS   RESULT     FROM   VERSION  RETRIES  REASON\n" +
+		"pump    can0  success    1.1.0  1.2.0    1        \n" +
+		"door    can0  postponed  -      -        0        precondition not met\n"
 	if out != wantOut {
 		t.Errorf("table:\n%q\nwant:\n%q", out, wantOut)
 	}
