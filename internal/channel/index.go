@@ -368,3 +368,8 @@ func Sign(idx *Index, signers ...sign.Signer) ([]byte, error) {
 	b.WriteString("\n}\n")
 	return b.Bytes(), nil
 }
+
+func sha256hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
