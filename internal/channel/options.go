@@ -63,7 +63,7 @@ func (e fieldError) Field() string { return e.field }
 func (e fieldError) Unwrap() error { return e.err }
 
 func ferr(field, format string, a ...any) error {
-	return fieldError{field, fmt.Errorf(field+": "+format, a...)}
+	return fieldError{field, fmt.Errorf(format, a...)}
 }
 
 // Validate checks the section; each error names its key.

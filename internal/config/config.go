@@ -24,6 +24,8 @@ import (
 	"github.com/otagw/otagw/abboot"
 	"github.com/otagw/otagw/downstream"
 	_ "github.com/otagw/otagw/downstream/protocols" // stm32-rom, esp32-rom for validation
+	"github.com/otagw/otagw/internal/channel"
+	"github.com/otagw/otagw/internal/precond"
 	"github.com/otagw/otagw/internal/window"
 	"github.com/otagw/otagw/rootfs"
 	"github.com/otagw/otagw/watchdog"
@@ -48,6 +50,9 @@ type Config struct {
 	Downstream downstream.Options `yaml:"downstream" json:"downstream"`
 
 	Maintenance window.Options `yaml:"maintenance" json:"maintenance"`
+
+	Channel       channel.Options `yaml:"channel" json:"channel"`
+	Preconditions precond.Options `yaml:"preconditions" json:"preconditions"`
 }
 
 // Update is the bundle acceptance policy and how installs run.
@@ -132,6 +137,9 @@ func Default() Config {
 		Downstream: downstream.DefaultOptions(),
 
 		Maintenance: window.DefaultOptions(),
+
+		Channel:       channel.DefaultOptions(),
+		Preconditions: precond.DefaultOptions(),
 	}
 }
 

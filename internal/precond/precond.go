@@ -70,7 +70,7 @@ func (e fieldError) Error() string { return e.err.Error() }
 func (e fieldError) Field() string { return e.field }
 
 func ferr(field, format string, a ...any) error {
-	return fieldError{field, fmt.Errorf(field+": "+format, a...)}
+	return fieldError{field, fmt.Errorf(format, a...)}
 }
 
 // Validate checks the section; each error names its key.

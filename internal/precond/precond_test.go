@@ -103,7 +103,14 @@ func TestHookTimeout(t *testing.T) {
 func TestValidateNamesKeys(t *testing.T) {
 	err := Options{MinBattery: 120, MaxLoad: -1, Hooks: []string{" "}}.Validate()
 	for _, k := range []string{"min_battery", "max_load", "hooks[0]", "hook_timeout"} {
-		if err == nil || !strings.Contains(err.Error(), k+":") {
+		var fe interface{ Field() string }
+		found := false
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			if errors.As(e, &fe) && fe.Field() == k {
+				found = true
+			}
+		}
+		if !found {
 			t.Errorf("Validate = %v, want %s named", err, k)
 		}
 	}
