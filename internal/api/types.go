@@ -24,6 +24,8 @@ type Status struct {
 	Slots   []SlotStatus `json:"slots,omitempty"`
 	Release *Release     `json:"release,omitempty"`
 	MCUs    []MCUStatus  `json:"mcus,omitempty"`
+
+	Channel *ChannelStatus `json:"channel,omitempty"`
 }
 
 // SlotStatus is one A/B slot.

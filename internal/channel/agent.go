@@ -399,6 +399,9 @@ func (a *Agent) work(ctx context.Context, acc *Accepted) error {
 			}
 			a.set("installing", "downloading and installing release "+e.Bundle.Version+" from "+u)
 			if err := a.o.Flow.Install(ctx, u, *e.Bundle); err != nil {
+				if errors.Is(err, ErrPostponed) { // e.g. another install is running
+					return a.postpone("waiting", "release "+e.Bundle.Version+": "+err.Error())
+				}
 				a.set("error", "install of release "+e.Bundle.Version+": "+err.Error())
 				return err
 			}

@@ -102,6 +102,8 @@ type Daemon struct {
 	serving atomic.Bool
 	// reloadMu serialises SIGHUP, otagw reload and otagw config apply.
 	reloadMu sync.Mutex
+	// onState, when set, sees every state change (status history).
+	onState func(string)
 }
 
 // New checks what can be checked before Run.
@@ -373,6 +375,9 @@ func (d *Daemon) setState(s, msg string) {
 	d.mu.Unlock()
 	if changed {
 		d.log.Info("state", zap.String("state", s), zap.String("why", msg))
+		if d.onState != nil {
+			d.onState(s)
+		}
 	}
 	d.notify("STATUS=" + s + ": " + msg)
 }

@@ -32,7 +32,7 @@ type part interface {
 
 // newParts lists the parts in start order.
 func newParts() []part {
-	return []part{&bootPart{}, &maintenancePart{}, &installPart{}, &healthPart{}, &mcuPart{}}
+	return []part{&bootPart{}, &maintenancePart{}, &installPart{}, &healthPart{}, &mcuPart{}, &channelPart{}}
 }
 
 // bootPart returns the boot selection part.
