@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/otagw/otagw/downstream/mcupkg"
 	"github.com/otagw/otagw/internal/channel"
 	"github.com/otagw/otagw/internal/config"
 	"github.com/otagw/otagw/internal/sign"
+	"github.com/otagw/otagw/rootfs/bundle"
 )
 
 func init() {
@@ -51,7 +54,7 @@ func runChannelPublish(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	o := channel.PublishOptions{Dir: pos[0], Channel: *name, Compatible: *compatible, Tags: tags, Bundle: *bundlePath,
 		MCU: mcus, Config: *cfgPath, Expires: until.Sub(now), Sequence: *seq, Now: now,
-		CheckConfig: func(name string, data []byte) error { _, err := config.Parse(name, data); return err }}
+		Check: publishCheck(*compatible)}
 	for _, k := range keys {
 		s, err := sign.LoadSigner(k)
 		if err != nil {
@@ -82,4 +85,32 @@ func runChannelPublish(ctx context.Context, args []string, stdout, stderr io.Wri
 	fmt.Fprintf(stdout, "published %s/%s/%s: sequence %d, %d entr%s, expires %s\n", pos[0], *name, channel.IndexFile,
 		idx.Sequence, len(idx.Entries), map[bool]string{true: "y", false: "ies"}[len(idx.Entries) == 1], idx.Expires.Format(time.RFC3339))
 	return 0
+}
+
+// publishCheck reads each artifact before it is published: a bundle must
+// be for compatible, an MCU package must parse, a config must validate.
+func publishCheck(compatible string) func(kind, name string, data []byte) (string, error) {
+	return func(kind, name string, data []byte) (string, error) {
+		switch kind {
+		case "bundle":
+			h, err := bundle.ReadHead(bytes.NewReader(data), nil, 0)
+			if err != nil {
+				return "", fmt.Errorf("%s: not a bundle: %w", name, err)
+			}
+			if h.Manifest.Compatible != compatible {
+				return "", fmt.Errorf("%s: the bundle is for compatible %q, not %q", name, h.Manifest.Compatible, compatible)
+			}
+			return h.Manifest.Version, nil
+		case "mcu":
+			p, err := mcupkg.Parse(data)
+			if err != nil {
+				return "", fmt.Errorf("%s: not an MCU package: %w", name, err)
+			}
+			return p.Manifest.Version, nil
+		case "config":
+			_, err := config.Parse(name, data)
+			return "", err
+		}
+		return "", fmt.Errorf("%s: unknown kind %s", name, kind)
+	}
 }

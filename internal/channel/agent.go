@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,7 +20,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/otagw/otagw/internal/state"
-	"github.com/otagw/otagw/rootfs/source"
 )
 
 // Kinds of work the agent asks the Flow about (the same names as
@@ -473,33 +473,13 @@ func (a *Agent) download(ctx context.Context, f File) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	src, err := source.New(u, source.Options{Client: a.hc, Retries: 5, RetryDelay: time.Second, Timeout: a.o.Options.Timeout})
-	if err != nil {
-		return "", err
-	}
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("download %s: %w", f.Name, err)
 	}
 	defer out.Close()
-	off, err := out.Seek(0, io.SeekEnd)
-	if err != nil {
+	if err := a.fetchTo(ctx, u, out, f.Size); err != nil {
 		return "", err
-	}
-	if off > f.Size {
-		out.Truncate(0)
-		off, _ = out.Seek(0, io.SeekStart)
-	}
-	if off < f.Size {
-		r, err := src.Open(ctx, off)
-		if err != nil {
-			return "", fmt.Errorf("download %s: %w", u, err)
-		}
-		_, err = io.Copy(out, io.LimitReader(r, f.Size-off+1))
-		r.Close()
-		if err != nil {
-			return "", fmt.Errorf("download %s: %w", u, err)
-		}
 	}
 	if err := out.Sync(); err != nil {
 		return "", err
@@ -534,4 +514,66 @@ func (a *Agent) fetchSmall(ctx context.Context, f File) ([]byte, error) {
 		return nil, fmt.Errorf("%s changed after its check", p)
 	}
 	return data, nil
+}
+
+// fetchTo appends to out until it holds size bytes, each request starting
+// where the file ends (Range), with a few retries without progress.
+func (a *Agent) fetchTo(ctx context.Context, u string, out *os.File, size int64) error {
+	off, err := out.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	if off > size {
+		if err := out.Truncate(0); err != nil {
+			return err
+		}
+		off, _ = out.Seek(0, io.SeekStart)
+	}
+	fails := 0
+	delay := time.Second
+	for off < size {
+		n, err := a.fetchRange(ctx, u, out, off, size)
+		off += n
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if n > 0 {
+			fails, delay = 0, time.Second
+		}
+		if fails++; fails > 5 {
+			return fmt.Errorf("download %s: at %d of %d bytes: %w", u, off, size, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.o.Clock.After(delay):
+		}
+		delay *= 2
+	}
+	return nil
+}
+
+func (a *Agent) fetchRange(ctx context.Context, u string, out *os.File, off, size int64) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	if off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
+	}
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK && off == 0:
+	case resp.StatusCode == http.StatusPartialContent && strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", off)):
+	default:
+		return 0, fmt.Errorf("%s (Range from %d): %s", u, off, resp.Status)
+	}
+	return io.Copy(out, io.LimitReader(resp.Body, size-off))
 }

@@ -1,7 +1,6 @@
 package channel
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,10 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/otagw/otagw/downstream/mcupkg"
 	"github.com/otagw/otagw/internal/sign"
 	"github.com/otagw/otagw/internal/state"
-	"github.com/otagw/otagw/rootfs/bundle"
 )
 
 // FilesDir is where a channel directory keeps its artifacts, by content:
@@ -40,10 +37,13 @@ type PublishOptions struct {
 	Sequence uint64
 	Signers  []sign.Signer
 	Now      time.Time
-	// CheckConfig validates the config document (the daemon's own loader;
-	// passed in because the config package imports this one). nil: not
-	// checked.
-	CheckConfig func(name string, data []byte) error
+	// Check inspects each artifact before it is published: kind is
+	// "bundle", "mcu" or "config"; it returns the artifact's version (""
+	// when it has none) or why it may not be published (a bundle for
+	// another compatible, a config that does not validate). The command
+	// line passes the bundle, MCU package and config readers; this
+	// package, a helper, knows none of them. nil: not checked.
+	Check func(kind, name string, data []byte) (version string, err error)
 }
 
 // Publish adds or replaces the entry for (Compatible, Tags) in the
@@ -91,42 +91,30 @@ func Publish(o PublishOptions) (*Index, error) {
 	tags := slices.Clone(o.Tags)
 	slices.Sort(tags)
 	e := Entry{Compatible: o.Compatible, Tags: tags}
+	check := func(kind string) func(string, []byte) (string, error) {
+		return func(name string, data []byte) (string, error) {
+			if o.Check == nil {
+				return "", nil
+			}
+			return o.Check(kind, name, data)
+		}
+	}
 	if o.Bundle != "" {
-		f, err := addFile(chDir, o.Bundle, func(data []byte) (string, error) {
-			h, err := bundle.ReadHead(bytes.NewReader(data), nil, 0)
-			if err != nil {
-				return "", fmt.Errorf("not a bundle: %w", err)
-			}
-			if h.Manifest.Compatible != o.Compatible {
-				return "", fmt.Errorf("the bundle is for compatible %q, not %q", h.Manifest.Compatible, o.Compatible)
-			}
-			return h.Manifest.Version, nil
-		})
+		f, err := addFile(chDir, o.Bundle, check("bundle"))
 		if err != nil {
 			return nil, err
 		}
 		e.Bundle = f
 	}
 	for _, m := range o.MCU {
-		f, err := addFile(chDir, m, func(data []byte) (string, error) {
-			p, err := mcupkg.Parse(data)
-			if err != nil {
-				return "", fmt.Errorf("not an MCU package: %w", err)
-			}
-			return p.Manifest.Version, nil
-		})
+		f, err := addFile(chDir, m, check("mcu"))
 		if err != nil {
 			return nil, err
 		}
 		e.MCU = append(e.MCU, *f)
 	}
 	if o.Config != "" {
-		f, err := addFile(chDir, o.Config, func(data []byte) (string, error) {
-			if o.CheckConfig == nil {
-				return "", nil
-			}
-			return "", o.CheckConfig(o.Config, data)
-		})
+		f, err := addFile(chDir, o.Config, check("config"))
 		if err != nil {
 			return nil, err
 		}
@@ -156,14 +144,14 @@ func Publish(o PublishOptions) (*Index, error) {
 
 // addFile checks src with check (which returns its version), copies it to
 // CHANNEL/files/SHA256-NAME and returns its index entry.
-func addFile(chDir, src string, check func([]byte) (string, error)) (*File, error) {
+func addFile(chDir, src string, check func(string, []byte) (string, error)) (*File, error) {
 	data, err := os.ReadFile(src)
 	if err != nil {
 		return nil, fmt.Errorf("channel publish: %w", err)
 	}
-	version, err := check(data)
+	version, err := check(src, data)
 	if err != nil {
-		return nil, fmt.Errorf("channel publish: %s: %w", src, err)
+		return nil, fmt.Errorf("channel publish: %w", err)
 	}
 	sum := sha256.Sum256(data)
 	hexs := hex.EncodeToString(sum[:])

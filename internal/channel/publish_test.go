@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"bytes"
+	"fmt"
+
 	"github.com/otagw/otagw/downstream/mcupkg"
 	"github.com/otagw/otagw/internal/sign"
 	"github.com/otagw/otagw/rootfs/bundle"
@@ -50,7 +53,7 @@ func TestPublishServedByStaticServer(t *testing.T) {
 	os.WriteFile(cfg, []byte("daemon:\n  log_level: debug\n"), 0o644)
 	now := time.Now()
 	idx, err := Publish(PublishOptions{Dir: web, Channel: "stable", Compatible: "gw-a", Bundle: bp, MCU: []string{mp}, Config: cfg,
-		Expires: 24 * time.Hour, Signers: ss, Now: now})
+		Expires: 24 * time.Hour, Signers: ss, Now: now, Check: inspect("gw-a")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +61,7 @@ func TestPublishServedByStaticServer(t *testing.T) {
 		t.Fatalf("index = %+v", idx)
 	}
 	if _, err := Publish(PublishOptions{Dir: web, Channel: "stable", Compatible: "gw-b", Bundle: bp,
-		Expires: time.Hour, Signers: ss, Now: now}); err == nil || !strings.Contains(err.Error(), `"gw-a"`) {
+		Expires: time.Hour, Signers: ss, Now: now, Check: inspect("gw-b")}); err == nil || !strings.Contains(err.Error(), `"gw-a"`) {
 		t.Errorf("a bundle for gw-a published as gw-b: %v", err)
 	}
 	if _, err := Publish(PublishOptions{Dir: web, Channel: "stable", Compatible: "gw-b", Config: cfg, Tags: []string{"pilot"},
@@ -126,3 +129,28 @@ type statusRecorder struct {
 }
 
 func (s *statusRecorder) WriteHeader(c int) { s.code = c; s.ResponseWriter.WriteHeader(c) }
+
+// inspect is what otagw channel publish passes as Check (cmd/otagw), for
+// the two kinds this test publishes with a version.
+func inspect(compatible string) func(kind, name string, data []byte) (string, error) {
+	return func(kind, name string, data []byte) (string, error) {
+		switch kind {
+		case "bundle":
+			h, err := bundle.ReadHead(bytes.NewReader(data), nil, 0)
+			if err != nil {
+				return "", err
+			}
+			if h.Manifest.Compatible != compatible {
+				return "", fmt.Errorf("%s: the bundle is for compatible %q, not %q", name, h.Manifest.Compatible, compatible)
+			}
+			return h.Manifest.Version, nil
+		case "mcu":
+			p, err := mcupkg.Parse(data)
+			if err != nil {
+				return "", err
+			}
+			return p.Manifest.Version, nil
+		}
+		return "", nil
+	}
+}

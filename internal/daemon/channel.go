@@ -15,8 +15,8 @@ import (
 	"github.com/otagw/otagw/internal/api"
 	"github.com/otagw/otagw/internal/channel"
 	"github.com/otagw/otagw/internal/config"
+	"github.com/otagw/otagw/internal/config/remote"
 	"github.com/otagw/otagw/internal/precond"
-	"github.com/otagw/otagw/internal/remoteconfig"
 	"github.com/otagw/otagw/internal/sign"
 	"github.com/otagw/otagw/watchdog/health"
 )
@@ -25,7 +25,7 @@ import (
 // channel.url is set: it polls the signed index and hands what is due to
 // the daemon's normal flow (channelFlow): install, then after the reboot
 // and commit the MCU fan-out, and remote configuration through
-// internal/remoteconfig. All of its logic lives in those packages; this
+// internal/remote. All of its logic lives in those packages; this
 // file only wires them to the other parts.
 type channelPart struct {
 	d      *Daemon
@@ -37,7 +37,7 @@ type channelPart struct {
 	agent   *channel.Agent
 	report  channel.Report
 	history []string
-	configs *remoteconfig.History
+	configs *remote.History
 }
 
 // maxStateHistory bounds the daemon states kept for status.
@@ -47,7 +47,7 @@ func (c *channelPart) start(ctx context.Context, d *Daemon) error {
 	c.d = d
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	cfg := d.config()
-	h, err := remoteconfig.OpenHistory(filepath.Join(cfg.Daemon.StateDir, "config-history"), cfg.Daemon.KeyFile)
+	h, err := remote.OpenHistory(filepath.Join(cfg.Daemon.StateDir, "config-history"), cfg.Daemon.KeyFile)
 	if err != nil {
 		return fmt.Errorf("config history: %w", err)
 	}
@@ -241,13 +241,13 @@ func (f channelFlow) FlashMCU(ctx context.Context, pkgs []string) ([]string, err
 	return postponed, nil
 }
 
-// ApplyConfig applies a config document from the channel (remoteconfig):
+// ApplyConfig applies a config document from the channel (internal/config/remote):
 // validated, local-only keys kept, written, reloaded, reverted when the
 // health checks fail within channel.config_health_deadline.
 func (f channelFlow) ApplyConfig(ctx context.Context, data []byte, file channel.File) error {
 	d := f.c.d
 	cfg := d.config()
-	a := &remoteconfig.Applier{Path: d.opts.ConfigPath, History: f.c.configs, Reload: d.reload,
+	a := &remote.Applier{Path: d.opts.ConfigPath, History: f.c.configs, Reload: d.reload,
 		Deadline: cfg.Channel.ConfigHealthDeadline,
 		Health: func(ctx context.Context) error {
 			return health.New(d.config().Health, d.log.Named("health")).Run(ctx).Err()

@@ -1,4 +1,4 @@
-package remoteconfig
+package remote
 
 import (
 	"context"

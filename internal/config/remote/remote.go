@@ -1,4 +1,4 @@
-// Package remoteconfig applies a configuration document that arrived from
+// Package remote applies a configuration document that arrived from
 // the update channel: validated whole with the same loader as the local
 // file (file:line:col errors), the keys marked local-only kept from the
 // local file, written atomically, reloaded, and watched: when the health
@@ -6,10 +6,10 @@
 // restored and the version is reported as reverted. Every outcome goes
 // into a persisted history (otagw config history).
 //
-//	a := &remoteconfig.Applier{Path: "/etc/otagw/otagw.yaml", History: h, Reload: d.reload,
+//	a := &remote.Applier{Path: "/etc/otagw/otagw.yaml", History: h, Reload: d.reload,
 //		Health: check, Deadline: 2 * time.Minute}
 //	err := a.Apply(ctx, data, "sha256:...")
-package remoteconfig
+package remote
 
 import (
 	"bytes"
