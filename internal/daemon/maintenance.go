@@ -86,9 +86,11 @@ func (m *maintenancePart) scheduleReboot(version string) {
 	if at.IsZero() {
 		return
 	}
+	// The scheduler runs on the real clock; the wait is measured on the
+	// daemon's (an injected clock in tests).
 	start := gocron.OneTimeJobStartImmediately()
-	if at.After(time.Now()) {
-		start = gocron.OneTimeJobStartDateTime(at)
+	if wait := at.Sub(m.d.opts.Now()); wait > 0 {
+		start = gocron.OneTimeJobStartDateTime(time.Now().Add(wait))
 	}
 	job, err := m.sched.NewJob(gocron.OneTimeJob(start), gocron.NewTask(func() {
 		m.mu.Lock()
