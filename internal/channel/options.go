@@ -33,7 +33,9 @@ type Options struct {
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
 	// CAFile is a PEM bundle of CAs to trust instead of the system roots;
 	// CertFile and KeyFile an optional TLS client certificate. The proxy
-	// comes from HTTPS_PROXY / NO_PROXY in the environment.
+	// comes from HTTPS_PROXY / NO_PROXY in the environment. Bundles
+	// download through rootfs.source, whose ca_file, cert_file and
+	// key_file default to these.
 	CAFile   string `yaml:"ca_file" json:"ca_file"`
 	CertFile string `yaml:"cert_file" json:"cert_file"`
 	KeyFile  string `yaml:"key_file" json:"key_file"`

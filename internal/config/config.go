@@ -228,6 +228,15 @@ func (c *Config) fill() {
 	if c.Daemon.SocketGroup == "" {
 		c.Daemon.SocketGroup = c.Daemon.ReadGroup
 	}
+	// Bundles named by the update channel download through rootfs.source:
+	// it trusts the channel's CA and presents its client certificate
+	// unless it has its own.
+	if c.Rootfs.Source.CAFile == "" {
+		c.Rootfs.Source.CAFile = c.Channel.CAFile
+	}
+	if c.Rootfs.Source.CertFile == "" && c.Rootfs.Source.KeyFile == "" {
+		c.Rootfs.Source.CertFile, c.Rootfs.Source.KeyFile = c.Channel.CertFile, c.Channel.KeyFile
+	}
 }
 
 func (c *Config) validate() []Problem {
