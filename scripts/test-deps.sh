@@ -29,6 +29,7 @@ lz4:/usr/bin/lz4
 zstd:/usr/bin/zstd
 file:/usr/bin/file
 locales:/usr/sbin/locale-gen
+nginx:/usr/sbin/nginx
 "
 
 # esptool-js (npm) for the third-party check of the ESP32 simulator
