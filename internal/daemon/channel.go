@@ -56,8 +56,8 @@ func (c *channelPart) start(ctx context.Context, d *Daemon) error {
 	if s := d.st.State; s != "" {
 		c.history = append(c.history, s)
 	}
-	d.mu.Unlock()
 	d.onState = c.recordState
+	d.mu.Unlock()
 	return c.startAgent(cfg)
 }
 

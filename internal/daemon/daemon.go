@@ -102,7 +102,8 @@ type Daemon struct {
 	serving atomic.Bool
 	// reloadMu serialises SIGHUP, otagw reload and otagw config apply.
 	reloadMu sync.Mutex
-	// onState, when set, sees every state change (status history).
+	// onState, when set, sees every state change (status history); set
+	// and read under mu.
 	onState func(string)
 }
 
@@ -372,11 +373,12 @@ func (d *Daemon) setState(s, msg string) {
 	if changed {
 		d.saveLocked()
 	}
+	onState := d.onState
 	d.mu.Unlock()
 	if changed {
 		d.log.Info("state", zap.String("state", s), zap.String("why", msg))
-		if d.onState != nil {
-			d.onState(s)
+		if onState != nil {
+			onState(s)
 		}
 	}
 	d.notify("STATUS=" + s + ": " + msg)
