@@ -136,8 +136,24 @@ func Publish(o PublishOptions) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("channel publish: %w", err)
 	}
+	var prevMod time.Time
+	if st, err := os.Stat(idxPath); err == nil {
+		prevMod = st.ModTime()
+	}
 	if err := state.WriteFileAtomic(idxPath, out, 0o644); err != nil {
 		return nil, fmt.Errorf("channel publish: %w", err)
+	}
+	// Static servers derive Last-Modified and the ETag from the mtime in
+	// whole seconds (and the size): a second publish within the same
+	// second, of the same size, would be answered 304 to a gateway that
+	// has the first. The new index gets a later second.
+	if !prevMod.IsZero() {
+		if st, err := os.Stat(idxPath); err == nil && st.ModTime().Unix() <= prevMod.Unix() {
+			t := time.Unix(prevMod.Unix()+1, 0)
+			if err := os.Chtimes(idxPath, t, t); err != nil {
+				return nil, fmt.Errorf("channel publish: %w", err)
+			}
+		}
 	}
 	return idx, nil
 }

@@ -154,3 +154,28 @@ func inspect(compatible string) func(kind, name string, data []byte) (string, er
 		return "", nil
 	}
 }
+
+// TestPublishTwiceInOneSecondChangesValidators: two publishes in the same
+// second give the index different modification seconds, so a static
+// server's Last-Modified/ETag changes and no gateway gets a 304 for it.
+func TestPublishTwiceInOneSecondChangesValidators(t *testing.T) {
+	ss, _ := keys(t, 1)
+	web := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "otagw.yaml")
+	os.WriteFile(cfg, []byte("daemon:\n  log_level: debug\n"), 0o644)
+	var mods []int64
+	for i := 0; i < 3; i++ {
+		if _, err := Publish(PublishOptions{Dir: web, Channel: "stable", Compatible: "gw-a", Config: cfg,
+			Expires: time.Hour, Signers: ss}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(filepath.Join(web, "stable", IndexFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mods = append(mods, st.ModTime().Unix())
+	}
+	if !(mods[0] < mods[1] && mods[1] < mods[2]) {
+		t.Errorf("index modification seconds %v, want strictly increasing", mods)
+	}
+}

@@ -377,9 +377,9 @@ func (d *Daemon) setState(s, msg string) {
 	d.mu.Unlock()
 	if changed {
 		d.log.Info("state", zap.String("state", s), zap.String("why", msg))
-		if onState != nil {
-			onState(s)
-		}
+	}
+	if onState != nil {
+		onState(s) // also unchanged: a part may have set d.st.State itself
 	}
 	d.notify("STATUS=" + s + ": " + msg)
 }
