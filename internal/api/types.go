@@ -141,7 +141,8 @@ type Maintenance struct {
 	NextStart time.Time  `json:"next_start,omitzero"`
 	Install   string     `json:"install"` // anytime, window
 	Flash     string     `json:"flash"`
-	Reboot    string     `json:"reboot"` // manual, window
+	Reboot    string     `json:"reboot"`             // manual, window
+	Download  string     `json:"download,omitempty"` // anytime, window: fetching from the update channel
 	RebootAt  *time.Time `json:"reboot_at,omitempty"`
 }
 
