@@ -174,3 +174,26 @@ func TestCommandsRefusedByLocalPolicy(t *testing.T) {
 		t.Error("file changed")
 	}
 }
+
+// FuzzMerge: a document from the channel never makes Merge panic, and
+// whatever it returns keeps the local file's socket.
+func FuzzMerge(f *testing.F) {
+	f.Add([]byte("daemon:\n  log_level: debug\n"))
+	f.Add([]byte("daemon: 3\n"))
+	f.Add([]byte("- a\n- b\n"))
+	f.Add([]byte("daemon:\n  socket: /tmp/x\n  socket: /tmp/y\n"))
+	f.Add([]byte("&a {daemon: *a}"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		out, err := Merge([]byte(localYAML), doc)
+		if err != nil {
+			return
+		}
+		cfg, err := config.Parse("merged", out)
+		if err != nil {
+			return
+		}
+		if cfg.Daemon.Socket != "/run/otagw-test/otagw.sock" {
+			t.Fatalf("socket %q from %q", cfg.Daemon.Socket, doc)
+		}
+	})
+}
