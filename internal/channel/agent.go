@@ -562,7 +562,7 @@ func (a *Agent) fetchRange(ctx context.Context, u string, out *os.File, off, siz
 		return 0, err
 	}
 	if off > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, size-1)) // the end named: a server stops there
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
