@@ -10,12 +10,16 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -41,8 +45,9 @@ func testCA(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{proxiedHost},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage:    x509.KeyUsageDigitalSignature}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +58,47 @@ func testCA(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}), 0o644)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
 	return caFile, certFile, keyFile
+}
+
+// proxiedHost names the channel server for a gateway behind a proxy: it
+// does not resolve; only the proxy knows where it is.
+const proxiedHost = "updates.otagw.test"
+
+// connectProxy is an HTTP CONNECT proxy on 127.0.0.1 that tunnels every
+// request to target and counts them.
+func connectProxy(t *testing.T, target string) (string, *atomic.Int32) {
+	t.Helper()
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect || !strings.HasPrefix(r.Host, proxiedHost+":") {
+			http.Error(w, "CONNECT to "+proxiedHost+" only", http.StatusForbidden)
+			return
+		}
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		n.Add(1)
+		w.WriteHeader(http.StatusOK)
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			up.Close()
+			return
+		}
+		go func() {
+			if buf.Reader.Buffered() > 0 {
+				b, _ := buf.Reader.Peek(buf.Reader.Buffered())
+				up.Write(b)
+			}
+			io.Copy(up, conn)
+			up.Close()
+		}()
+		io.Copy(conn, up)
+		conn.Close()
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, &n
 }
 
 // nginx is Debian's nginx serving a web root over TLS on 127.0.0.1, in
@@ -418,7 +464,8 @@ downstream:
 }
 
 // TestChannelRemoteConfigNginx: a config document from the channel (nginx
-// over TLS) that fails validation is refused and the running config is
+// over TLS, reached through the HTTPS proxy named in the daemon's
+// environment) that fails validation is refused and the running config is
 // untouched; one that validates but breaks a health check is reverted;
 // otagw config history shows both and the one applied.
 func TestChannelRemoteConfigNginx(t *testing.T) {
@@ -428,6 +475,8 @@ func TestChannelRemoteConfigNginx(t *testing.T) {
 	web := filepath.Join(dir, "web")
 	os.MkdirAll(web, 0o755)
 	ng := startNginx(t, web, cert, key, "0")
+	proxy, tunnels := connectProxy(t, strings.TrimPrefix(ng.URL, "https://"))
+	chURL := strings.Replace(ng.URL, "127.0.0.1", proxiedHost, 1)
 	os.WriteFile(filepath.Join(dir, "healthy"), nil, 0o644)
 	g := newGatewayIn(t, dir, 1<<20, fmt.Sprintf(`health:
   checks:
@@ -439,7 +488,7 @@ channel:
   backoff: 1s
   max_backoff: 2s
   config_health_deadline: 2s
-`, dir, ng.URL, ca), "")
+`, dir, chURL, ca), "")
 	local, _ := os.ReadFile(g.Config)
 	signer, err := sign.LoadSigner(filepath.Join(g.Keys, "signing.key"))
 	if err != nil {
@@ -480,7 +529,7 @@ channel:
 	}
 
 	publish(strings.Replace(string(local), "daemon:\n", "daemon:\n  log_level: loud\n", 1))
-	d := startReady(t, g.Config)
+	d := startReady(t, g.Config, "HTTPS_PROXY="+proxy, "https_proxy="+proxy, "NO_PROXY=", "no_proxy=")
 	vs := waitHistory(1)
 	if vs[0].Outcome != "rejected" || !strings.Contains(vs[0].Reason, "daemon.log_level") {
 		t.Errorf("invalid config: %+v", vs[0])
@@ -512,6 +561,9 @@ channel:
 	}
 	if st := statusOf(t, g.Socket); st.LogLevel != "debug" {
 		t.Errorf("log level after the applied config: %q", st.LogLevel)
+	}
+	if tunnels.Load() == 0 {
+		t.Errorf("the daemon did not go through the proxy in HTTPS_PROXY")
 	}
 	out, _, _ := otagw(t, nil, "config", "history", "--socket", g.Socket)
 	for _, w := range []string{"rejected", "reverted", "applied"} {
