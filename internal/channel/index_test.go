@@ -3,6 +3,9 @@ package channel
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -272,5 +275,29 @@ func TestBackoff(t *testing.T) {
 		if got := Backoff(time.Minute, time.Hour, n); got != want {
 			t.Errorf("Backoff(1m, 1h, %d) = %v, want %v", n, got, want)
 		}
+	}
+}
+
+// TestTruncatedInTransit: a body shorter than its Content-Length (the
+// connection dropped) is ErrTruncated, and nothing else is requested.
+func TestTruncatedInTransit(t *testing.T) {
+	f := newFixture(t)
+	full := signed(t, testIndex(1, t0.Add(48*time.Hour)), f.ss[0])
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(full)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(full[:len(full)/3])
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer srv.Close()
+	f.agent.client = NewClient(srv.URL+"/stable/"+IndexFile, srv.Client())
+	if err := f.agent.Poll(context.Background()); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("Poll = %v, want ErrTruncated", err)
+	}
+	if c := f.flow.callList(); len(c) > 0 {
+		t.Errorf("flow called: %q", c)
 	}
 }
