@@ -191,13 +191,6 @@ func (a *Agent) Report() Report {
 	return a.report
 }
 
-// Requests is how many index requests were sent.
-func (a *Agent) Requests() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.client.Requests
-}
-
 func (a *Agent) set(state, reason string) {
 	a.mu.Lock()
 	a.report.State, a.report.Reason = state, reason

@@ -21,7 +21,7 @@ type Client struct {
 	lastMod string
 	// the validators of the last 200, kept by Commit
 	nextEtag, nextMod string
-	// Requests counts index requests sent (for status and tests).
+	// Requests counts the index requests sent.
 	Requests int
 }
 
