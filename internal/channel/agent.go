@@ -82,7 +82,22 @@ type Record struct {
 	Config string `json:"config,omitempty"`
 	// MCU holds the sha256 of packages flashed to every device.
 	MCU []string `json:"mcu,omitempty"`
+	// Failed counts the installs of one bundle (by sha256) that failed in
+	// a row; after MaxInstallAttempts it is not tried again until the
+	// channel names another bundle.
+	Failed *Failure `json:"failed,omitempty"`
 }
+
+// Failure is a bundle whose installs failed.
+type Failure struct {
+	SHA256 string `json:"sha256"`
+	Count  int    `json:"count"`
+	Error  string `json:"error"`
+}
+
+// MaxInstallAttempts bounds the installs of one bundle from the channel
+// that fail in a row (each one already retried its transfer by itself).
+const MaxInstallAttempts = 3
 
 // Store keeps the Record.
 type Store interface {
@@ -383,6 +398,12 @@ func (a *Agent) work(ctx context.Context, acc *Accepted) error {
 			a.set("waiting", "release "+pending+" is installed; waiting for its reboot and commit")
 			return fmt.Errorf("%w: release %s waits for its reboot and commit", ErrPostponed, pending)
 		default:
+			if f := rec.Failed; f != nil && f.SHA256 == e.Bundle.SHA256 && f.Count >= MaxInstallAttempts {
+				why := fmt.Sprintf("release %s failed to install %d times (last: %s); not tried again until the channel names another bundle",
+					e.Bundle.Version, f.Count, f.Error)
+				a.set("error", why)
+				return errors.New(why)
+			}
 			if err := a.gate(ctx, "release "+e.Bundle.Version, KindDownload, KindInstall); err != nil {
 				return err
 			}
@@ -395,8 +416,22 @@ func (a *Agent) work(ctx context.Context, acc *Accepted) error {
 				if errors.Is(err, ErrPostponed) { // e.g. another install is running
 					return a.postpone("waiting", "release "+e.Bundle.Version+": "+err.Error())
 				}
-				a.set("error", "install of release "+e.Bundle.Version+": "+err.Error())
+				if rec.Failed == nil || rec.Failed.SHA256 != e.Bundle.SHA256 {
+					rec.Failed = &Failure{SHA256: e.Bundle.SHA256}
+				}
+				rec.Failed.Count++
+				rec.Failed.Error = err.Error()
+				if serr := a.o.Store.Save(&rec); serr != nil {
+					return fmt.Errorf("channel state: %w", serr)
+				}
+				a.set("error", fmt.Sprintf("install of release %s (attempt %d of %d): %v", e.Bundle.Version, rec.Failed.Count, MaxInstallAttempts, err))
 				return err
+			}
+			if rec.Failed != nil {
+				rec.Failed = nil
+				if err := a.o.Store.Save(&rec); err != nil {
+					return fmt.Errorf("channel state: %w", err)
+				}
 			}
 			a.set("waiting", "release "+e.Bundle.Version+" installed; waiting for its reboot and commit")
 			return fmt.Errorf("%w: release %s waits for its reboot and commit", ErrPostponed, e.Bundle.Version)

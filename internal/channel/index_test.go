@@ -301,3 +301,33 @@ func TestTruncatedInTransit(t *testing.T) {
 		t.Errorf("flow called: %q", c)
 	}
 }
+
+// TestFailingReleaseGivenUp: a bundle whose install keeps failing is tried
+// MaxInstallAttempts times, then not again; a new bundle in the channel is
+// tried at once.
+func TestFailingReleaseGivenUp(t *testing.T) {
+	f := newFixture(t)
+	f.flow.committed = "1.0.0"
+	f.flow.installErr = errors.New("manifest signatures: too few valid signatures")
+	idx := testIndex(1, t0.Add(48*time.Hour))
+	idx.Entries[0].Config, idx.Entries[0].MCU = nil, nil
+	f.serve(signed(t, idx, f.ss[0]))
+	for i := 0; i < MaxInstallAttempts+2; i++ {
+		if err := f.agent.Poll(context.Background()); err == nil || errors.Is(err, ErrPostponed) {
+			t.Fatalf("poll %d = %v, want the failure", i, err)
+		}
+	}
+	if n := len(f.flow.callList()); n != MaxInstallAttempts {
+		t.Errorf("installs = %d, want %d", n, MaxInstallAttempts)
+	}
+	if r := f.agent.Report(); r.State != "error" || !strings.Contains(r.Reason, "not tried again") {
+		t.Errorf("report = %+v", r)
+	}
+	idx.Sequence = 2
+	idx.Entries[0].Bundle = fileOf("files/bundle2", []byte("bundle2"), "1.2.0")
+	f.serve(signed(t, idx, f.ss[0]))
+	f.agent.Poll(context.Background())
+	if n := len(f.flow.callList()); n != MaxInstallAttempts+1 {
+		t.Errorf("the new bundle was not tried: %q", f.flow.callList())
+	}
+}

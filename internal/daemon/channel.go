@@ -197,7 +197,8 @@ func (f channelFlow) Allowed(kind string) error {
 
 // Install runs the install part's normal install of the bundle URL and
 // waits for it: Range-resumable, checkpointed, resumed after a restart
-// by the install part itself.
+// by the install part itself, and continued from its checkpoint when the
+// agent tries the same URL again after a failure.
 func (f channelFlow) Install(ctx context.Context, url string, file channel.File) error {
 	var ip *installPart
 	for _, p := range f.c.d.parts {
@@ -205,7 +206,10 @@ func (f channelFlow) Install(ctx context.Context, url string, file channel.File)
 			ip = x
 		}
 	}
-	job, err := ip.begin(nil, url, "", false, false)
+	// resume: an earlier attempt at the same URL that failed in transit
+	// continues from its checkpoint (the installer checks the slot's
+	// earlier chunks and starts over when they do not fit).
+	job, err := ip.begin(nil, url, "", true, false)
 	if errors.Is(err, api.ErrBusy) {
 		return fmt.Errorf("%w: %v", channel.ErrPostponed, err)
 	}
