@@ -199,6 +199,9 @@ func NewAgent(o AgentOptions) (*Agent, error) {
 		rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0)), kick: make(chan struct{}, 1)}, nil
 }
 
+// URL is the index the agent polls.
+func (a *Agent) URL() string { return a.o.Options.URL }
+
 // Report returns what the agent last reported.
 func (a *Agent) Report() Report {
 	a.mu.Lock()

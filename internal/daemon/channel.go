@@ -85,12 +85,6 @@ func (c *channelPart) startAgent(cfg *config.Config) error {
 	if warn != "" {
 		c.d.warn(warn)
 	}
-	var gate channel.Gate
-	if pc, err := precond.New(cfg.Preconditions); err == nil {
-		gate = pc
-	} else {
-		return fmt.Errorf("preconditions: %w", err)
-	}
 	a, err := channel.NewAgent(channel.AgentOptions{
 		Options: cfg.Channel,
 		Policy: func() (channel.Policy, error) {
@@ -103,7 +97,7 @@ func (c *channelPart) startAgent(cfg *config.Config) error {
 		},
 		Store: store,
 		Flow:  channelFlow{c},
-		Gate:  gate,
+		Gate:  preconditions{c.d},
 		Dir:   filepath.Join(cfg.Daemon.StateDir, "channel-downloads"),
 		Log:   c.d.log.Named("channel"),
 	})
@@ -163,15 +157,30 @@ func (c *channelPart) status(s *api.Status) {
 		LastPoll: r.LastPoll, NextPoll: r.NextPoll, Failures: r.Failures, History: append([]string(nil), c.history...)}
 }
 
-// reload: a changed channel section takes effect at the next start
-// (the agent keeps its validators and backoff); it is logged.
+// reload makes the agent poll again. The preconditions in force are read
+// at every check; a changed channel: section takes effect at the next
+// start (the agent may be in the middle of applying this very config).
 func (c *channelPart) reload(cfg *config.Config) {
 	c.mu.Lock()
 	a := c.agent
 	c.mu.Unlock()
 	if a != nil {
+		if cfg.Channel.URL != a.URL() {
+			c.d.log.Warn("channel section changed: takes effect at the next restart")
+		}
 		a.Kick()
 	}
+}
+
+// preconditions checks the preconditions of the config in force.
+type preconditions struct{ d *Daemon }
+
+func (p preconditions) Check(ctx context.Context) error {
+	pc, err := precond.New(p.d.config().Preconditions)
+	if err != nil { // validated with the config; cannot happen
+		return err
+	}
+	return pc.Check(ctx)
 }
 
 func (c *channelPart) stop() {
