@@ -331,3 +331,36 @@ func TestFailingReleaseGivenUp(t *testing.T) {
 		t.Errorf("the new bundle was not tried: %q", f.flow.callList())
 	}
 }
+
+// TestFrozenBehind304: a server that keeps answering 304 Not Modified
+// cannot keep an expired index alive: the cached index is checked for
+// expiry at every poll.
+func TestFrozenBehind304(t *testing.T) {
+	f := newFixture(t)
+	f.flow.committed = "1.1.0"
+	idx := testIndex(1, t0.Add(3*time.Hour))
+	idx.Entries[0].Config, idx.Entries[0].MCU = nil, nil
+	body := signed(t, idx, f.ss[0])
+	var notModified int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			notModified++
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", `"v1"`)
+		w.Write(body)
+	}))
+	defer srv.Close()
+	f.agent.client = NewClient(srv.URL+"/stable/"+IndexFile, srv.Client())
+	if err := f.agent.Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.agent.Poll(context.Background()); err != nil || notModified != 1 {
+		t.Fatalf("second poll: %v, 304s: %d", err, notModified)
+	}
+	f.clock.Advance(3 * time.Hour)
+	if err := f.agent.Poll(context.Background()); !errors.Is(err, ErrExpired) || notModified != 2 {
+		t.Fatalf("poll after the expiry behind a 304: %v (304s: %d), want ErrExpired", err, notModified)
+	}
+}
