@@ -13,12 +13,15 @@ import (
 
 // Clock, in a binary built with the faultpoints tag and $OTAGW_CLOCK_FILE
 // set, is a clockwork.Clock whose time is read from that file (RFC 3339)
-// at every call, so an end-to-end test moves the daemon's one clock
-// (maintenance windows and their scheduler, the reboot wait, the channel
-// agent's polls) by rewriting the file instead of sleeping. A file that
-// is missing or does not parse means the real time. Its timers fire once
-// the file's time reaches their deadline (checked every PollEvery of real
-// time). Without the variable it is nil: the daemon's real clock.
+// at every call and runs on from there in real time since the file was
+// written (its modification time), so an end-to-end test moves the
+// daemon's one clock (maintenance windows and their scheduler, the reboot
+// wait, the channel agent's polls) by rewriting the file instead of
+// sleeping, while waits of seconds still pass. A file that is missing or
+// does not parse means the real time. Its timers fire once the clock
+// reaches their deadline (checked every PollEvery of real time), also
+// when the file jumps past it. Without the variable it is nil: the
+// daemon's real clock.
 func Clock() clockwork.Clock {
 	path := os.Getenv("OTAGW_CLOCK_FILE")
 	if path == "" {
@@ -33,7 +36,8 @@ const PollEvery = 20 * time.Millisecond
 // FileClock is a clockwork.Clock read from a file (see Clock).
 type FileClock struct{ Path string }
 
-// Now reads the file; the real time when it is missing or does not parse.
+// Now is the file's time plus the real time since the file was written;
+// the real time when the file is missing or does not parse.
 func (c *FileClock) Now() time.Time {
 	b, err := os.ReadFile(c.Path)
 	if err != nil {
@@ -42,6 +46,11 @@ func (c *FileClock) Now() time.Time {
 	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
 	if err != nil {
 		return time.Now()
+	}
+	if fi, err := os.Stat(c.Path); err == nil {
+		if since := time.Since(fi.ModTime()); since > 0 {
+			t = t.Add(since)
+		}
 	}
 	return t
 }
@@ -65,8 +74,15 @@ func (c *FileClock) NewTicker(d time.Duration) clockwork.Ticker {
 	if d <= 0 {
 		panic("fault: non-positive interval for NewTicker")
 	}
-	return c.newTimer(d, nil, true)
+	return fileTicker{c.newTimer(d, nil, true)}
 }
+
+// fileTicker is a repeating fileTimer as a clockwork.Ticker.
+type fileTicker struct{ t *fileTimer }
+
+func (k fileTicker) Chan() <-chan time.Time { return k.t.Chan() }
+func (k fileTicker) Reset(d time.Duration)  { k.t.Reset(d) }
+func (k fileTicker) Stop()                  { k.t.Stop() }
 
 // fileTimer is a timer or ticker of a FileClock: a goroutine that reads
 // the file every PollEvery until the deadline has passed.
