@@ -207,7 +207,7 @@ func (f channelFlow) Release() (string, string) { return f.c.release() }
 // fan-out under way postpones the channel's work.
 func (f channelFlow) Allowed(kind string) error {
 	if kind == channel.KindDownload {
-		if s := f.c.flow.State(); !legal(s, api.StateDownloading) {
+		if s := f.c.flow.State(); !resting(s) || !legal(s, api.StateDownloading) {
 			return fmt.Errorf("the daemon is %s", s)
 		}
 	}
@@ -288,19 +288,16 @@ func (f channelFlow) ApplyConfig(ctx context.Context, data []byte, file channel.
 // Report takes what the agent does or waits for. Its downloads (MCU
 // packages) are the flow's downloading state, entered from the resting
 // state the flow was in and left back to it when the agent moves on (to
-// the fan-out, a postponement or an error); every change of the agent's
-// state or reason is a channel event (Kind: the agent's state, Message:
-// the reason).
+// the fan-out, a postponement or an error). Every report is a channel
+// event (Kind: the agent's state, Message: the reason): a postponement
+// checked again at each retry is one event per check.
 func (f channelFlow) Report(r channel.Report) {
 	c := f.c
 	c.mu.Lock()
-	prev := c.report
 	c.report = r
 	c.mu.Unlock()
 	c.move(r)
-	if r.State != prev.State || r.Reason != prev.Reason {
-		c.bus.publish(api.Event{Type: api.EventChannel, State: c.flow.State(), Kind: r.State, Message: r.Reason, Source: "channel"})
-	}
+	c.bus.publish(api.Event{Type: api.EventChannel, State: c.flow.State(), Kind: r.State, Message: r.Reason, Source: "channel"})
 }
 
 // move keeps the flow's downloading state in step with the agent's.
@@ -311,7 +308,7 @@ func (c *channelPart) move(r channel.Report) {
 	switch {
 	case downloading && c.rest == "":
 		from := c.flow.State()
-		if !legal(from, api.StateDownloading) {
+		if !resting(from) || !legal(from, api.StateDownloading) {
 			c.log.Warn("channel download while the daemon is "+from, zap.String("why", r.Reason))
 			return
 		}
