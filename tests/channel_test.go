@@ -255,16 +255,37 @@ func (g *gateway) waitChannel(t *testing.T, what string, pred func(api.ChannelSt
 	return c
 }
 
-// inOrder reports whether want appears in got in this order (not
-// necessarily adjacent).
-func inOrder(got, want []string) bool {
-	i := 0
-	for _, s := range got {
-		if i < len(want) && s == want[i] {
-			i++
+// nextEvent reads s until an event pred accepts, appending every state
+// event on the way to states.
+func nextEvent(t *testing.T, s *eventStream, what string, states *[]string, pred func(api.Event) bool) api.Event {
+	t.Helper()
+	timeout := time.After(120 * time.Second)
+	for {
+		select {
+		case ev, ok := <-s.ch:
+			if !ok {
+				t.Fatalf("the event stream ended waiting for %s; states so far %v", what, *states)
+			}
+			if ev.Type == "undecodable" || ev.Type == api.EventLagged {
+				t.Fatalf("event stream: %+v", ev)
+			}
+			if ev.Type == api.EventState {
+				*states = append(*states, ev.State)
+			}
+			if pred(ev) {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("no event %s within 120 s; states so far %v", what, *states)
 		}
 	}
-	return i == len(want)
+}
+
+// channelEvent accepts the channel events of kind whose message holds text.
+func channelEvent(kind, text string) func(api.Event) bool {
+	return func(ev api.Event) bool {
+		return ev.Type == api.EventChannel && ev.Kind == kind && strings.Contains(ev.Message, text)
+	}
 }
 
 // TestChannelEndToEndNginx: a channel published with otagw channel publish
@@ -346,6 +367,8 @@ downstream:
 		t.Fatalf("first boot: %s", s)
 	}
 	d := startReady(t, g.Config, env...)
+	events := followEvents(t, g.Socket)
+	var states []string // the state events of GET /v1/events, in order
 	kick := func() {
 		t.Helper()
 		if _, e, code := otagw(t, nil, "channel", "poll", "--socket", g.Socket); code != 0 {
@@ -358,6 +381,8 @@ downstream:
 	if !strings.Contains(c.Reason, "battery BAT0 at 12% (below 30%)") || c.Sequence != 1 {
 		t.Errorf("channel status on battery: %+v", c)
 	}
+	// ... and on the event stream (checked again at every retry).
+	nextEvent(t, events, "postponed on battery", &states, channelEvent("postponed", "battery BAT0 at 12% (below 30%)"))
 	// Mains back: the download window (02:00-04:00) is closed at noon.
 	powerSupply(t, power, true, 12)
 	kick()
@@ -365,6 +390,7 @@ downstream:
 	if !strings.Contains(c.Reason, "download is only allowed in a maintenance window") {
 		t.Errorf("channel status at noon: %+v", c)
 	}
+	nextEvent(t, events, "waiting for the download window", &states, channelEvent("waiting", "download is only allowed in a maintenance window"))
 	if f := ng.files(); len(f) != 0 {
 		t.Fatalf("files requested before the window: %q", f)
 	}
@@ -415,8 +441,9 @@ downstream:
 	if _, err := os.Stat(rebooted); err == nil {
 		t.Fatalf("rebooted outside the window")
 	}
-	if h := st.Channel.History; !inOrder(h, []string{"idle", "downloading", "installing", "installed"}) {
-		t.Errorf("state history %q, want idle, downloading, installing, installed in order", h)
+	nextEvent(t, events, "state installed", &states, func(ev api.Event) bool { return ev.Type == api.EventState && ev.State == "installed" })
+	if !inOrder(states, []string{"idle", "downloading", "installing", "installed"}) {
+		t.Errorf("states on GET /v1/events %q, want idle, downloading, installing, installed in order", states)
 	}
 	setClock(t, clk, noon.Add(38*time.Hour+time.Minute)) // 02:01 the night after
 	if _, e, code := otagw(t, nil, "reload", "--socket", g.Socket); code != 0 {
@@ -441,9 +468,16 @@ downstream:
 		t.Fatalf("boot after install: %s", s)
 	}
 	d = startReady(t, g.Config, env...)
+	events, states = followEvents(t, g.Socket), nil
 	c = g.waitChannel(t, "MCU postponed by the pump's hook", func(c api.ChannelStatus) bool {
 		return c.State == "postponed" && strings.Contains(c.Reason, "pump")
 	})
+	// A fan-out that the hook postponed, then the agent's postponement,
+	// on the event stream (the agent tries again every second).
+	nextEvent(t, events, "pump postponed", &states, func(ev api.Event) bool {
+		return ev.Type == api.EventDevice && ev.Device == "pump" && ev.Result == "postponed"
+	})
+	nextEvent(t, events, "MCU postponed by the pump's hook", &states, channelEvent("postponed", "pump"))
 	st = statusOf(t, g.Socket)
 	if st.Release == nil || st.Release.Committed != "2.0.0" {
 		t.Fatalf("MCU work before the commit: %+v", st.Release)
@@ -457,8 +491,14 @@ downstream:
 	if len(st.MCUs) != 1 || st.MCUs[0].Result != "success" || st.MCUs[0].Version != "1.2.0" {
 		t.Errorf("pump after the hook passed: %+v", st.MCUs)
 	}
-	if h := c.History; !inOrder(h, []string{"flashing", "idle", "flashing", "idle"}) {
-		t.Errorf("state history %q, want two fan-outs", h)
+	nextEvent(t, events, "pump flashed", &states, func(ev api.Event) bool {
+		return ev.Type == api.EventDevice && ev.Device == "pump" && ev.Result == "success"
+	})
+	nextEvent(t, events, "the agent idle", &states, channelEvent("idle", ""))
+	// Two fan-outs from the committed release, the channel's download of
+	// the package before each.
+	if want := []string{"flashing", "committed", "downloading", "committed", "flashing", "committed"}; !inOrder(states, want) {
+		t.Errorf("states on GET /v1/events %q, want %q in order (two fan-outs)", states, want)
 	}
 	d.stop(t)
 }
