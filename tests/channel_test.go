@@ -441,6 +441,10 @@ downstream:
 	if _, err := os.Stat(rebooted); err == nil {
 		t.Fatalf("rebooted outside the window")
 	}
+	inst := nextEvent(t, events, "state installing", &states, func(ev api.Event) bool { return ev.Type == api.EventState && ev.State == "installing" })
+	if inst.Source != "channel" || inst.Release != "2.0.0" {
+		t.Errorf("the install's first state event %+v, want source channel, release 2.0.0", inst)
+	}
 	nextEvent(t, events, "state installed", &states, func(ev api.Event) bool { return ev.Type == api.EventState && ev.State == "installed" })
 	if !inOrder(states, []string{"idle", "downloading", "installing", "installed"}) {
 		t.Errorf("states on GET /v1/events %q, want idle, downloading, installing, installed in order", states)

@@ -52,7 +52,7 @@ func (d *Daemon) newParts() {
 		install: func(url string) (*installJob, error) {
 			// resume: an earlier attempt at the same URL that failed in
 			// transit continues from its checkpoint.
-			return d.inst.begin(nil, url, "", true, false)
+			return d.inst.begin(nil, url, "", true, false, "channel")
 		},
 		flash: d.mcu.flash, configPath: d.opts.ConfigPath, reloadConfig: d.reload}
 }
