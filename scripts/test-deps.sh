@@ -30,6 +30,7 @@ zstd:/usr/bin/zstd
 file:/usr/bin/file
 locales:/usr/sbin/locale-gen
 can-utils:/usr/bin/candump
+nginx:/usr/sbin/nginx
 "
 
 # esptool-js (npm) for the third-party check of the ESP32 simulator

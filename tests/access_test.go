@@ -167,6 +167,8 @@ func TestAPIAccessEveryRoute(t *testing.T) {
 		"POST /v1/mark-bad":       {true, bogus},           // 400
 		"POST /v1/rollback":       {true, bogus},           // 400
 		"POST /v1/mcu/flash":      {true, bogus},           // 400
+		"GET /v1/config/history":  {false, ""},
+		"POST /v1/channel/poll":   {true, ""}, // no channel.url: 412
 	}
 	reg := registeredRoutes(t)
 	for r, w := range reg {

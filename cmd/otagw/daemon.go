@@ -9,6 +9,7 @@ import (
 
 	"github.com/otagw/otagw/internal/config"
 	"github.com/otagw/otagw/internal/daemon"
+	"github.com/otagw/otagw/internal/fault"
 	"github.com/otagw/otagw/internal/logging"
 )
 
@@ -35,7 +36,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	defer log.Sync()
-	d, err := daemon.New(daemon.Options{ConfigPath: *cfgPath, Config: cfg, Log: log, Level: level})
+	d, err := daemon.New(daemon.Options{ConfigPath: *cfgPath, Config: cfg, Log: log, Level: level, Clock: fault.Clock()})
 	if err != nil {
 		fmt.Fprintf(stderr, "otagw daemon: %v\n", err)
 		return 1

@@ -50,6 +50,9 @@ func printStatus(w io.Writer, st api.Status) {
 			line = "open (" + m.Window + ")"
 		}
 		line += fmt.Sprintf("; install %s, flash %s, reboot %s", m.Install, m.Flash, m.Reboot)
+		if m.Download != "" {
+			line += ", download " + m.Download
+		}
 		if m.RebootAt != nil {
 			line += ", reboot scheduled at " + m.RebootAt.Local().Format(time.DateTime)
 		}
@@ -57,6 +60,16 @@ func printStatus(w io.Writer, st api.Status) {
 	}
 	if r := st.Release; r != nil {
 		fmt.Fprintf(tw, "Release:\tcommitted %s, pending %s, minimum %s\n", orDash(r.Committed), orDash(r.Pending), orDash(r.MinVersion))
+	}
+	if c := st.Channel; c != nil && c.URL != "" {
+		line := orDash(c.State)
+		if c.Reason != "" {
+			line += ": " + c.Reason
+		}
+		if c.Sequence != 0 {
+			line += fmt.Sprintf(" (index sequence %d)", c.Sequence)
+		}
+		fmt.Fprintf(tw, "Channel:\t%s\n", line)
 	}
 	tw.Flush()
 	if len(st.Slots) > 0 {

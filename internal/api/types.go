@@ -24,6 +24,8 @@ type Status struct {
 	Slots   []SlotStatus `json:"slots,omitempty"`
 	Release *Release     `json:"release,omitempty"`
 	MCUs    []MCUStatus  `json:"mcus,omitempty"`
+
+	Channel *ChannelStatus `json:"channel,omitempty"`
 }
 
 // SlotStatus is one A/B slot.
@@ -143,7 +145,8 @@ type Maintenance struct {
 	NextStart time.Time  `json:"next_start,omitzero"`
 	Install   string     `json:"install"` // anytime, window
 	Flash     string     `json:"flash"`
-	Reboot    string     `json:"reboot"` // manual, window
+	Reboot    string     `json:"reboot"`             // manual, window
+	Download  string     `json:"download,omitempty"` // anytime, window: fetching from the update channel
 	RebootAt  *time.Time `json:"reboot_at,omitempty"`
 	// FlashAt: MCU firmware of the committed release waits for the
 	// window that opens then (flash: window).
@@ -174,6 +177,7 @@ const (
 	EventDone     = "done"     // a request the caller started finished
 	EventError    = "error"    // a request failed (Kind, Error)
 	EventLagged   = "lagged"   // the subscriber fell behind and is dropped; reconnect
+	EventChannel  = "channel"  // the update channel agent changed what it does or waits for (Kind: its state, e.g. postponed; Message: why)
 )
 
 // Event is one line of GET /v1/events (NDJSON), and of the install and MCU

@@ -24,6 +24,8 @@ import (
 	"github.com/otagw/otagw/abboot"
 	"github.com/otagw/otagw/downstream"
 	_ "github.com/otagw/otagw/downstream/protocols" // stm32-rom, esp32-rom for validation
+	"github.com/otagw/otagw/internal/channel"
+	"github.com/otagw/otagw/internal/precond"
 	"github.com/otagw/otagw/internal/window"
 	"github.com/otagw/otagw/rootfs"
 	"github.com/otagw/otagw/watchdog"
@@ -48,6 +50,9 @@ type Config struct {
 	Downstream downstream.Options `yaml:"downstream" json:"downstream"`
 
 	Maintenance window.Options `yaml:"maintenance" json:"maintenance"`
+
+	Channel       channel.Options `yaml:"channel" json:"channel"`
+	Preconditions precond.Options `yaml:"preconditions" json:"preconditions"`
 }
 
 // Update is the bundle acceptance policy and how installs run.
@@ -132,6 +137,9 @@ func Default() Config {
 		Downstream: downstream.DefaultOptions(),
 
 		Maintenance: window.DefaultOptions(),
+
+		Channel:       channel.DefaultOptions(),
+		Preconditions: precond.DefaultOptions(),
 	}
 }
 
@@ -219,6 +227,15 @@ func (c *Config) fill() {
 	}
 	if c.Daemon.SocketGroup == "" {
 		c.Daemon.SocketGroup = c.Daemon.ReadGroup
+	}
+	// Bundles named by the update channel download through rootfs.source:
+	// it trusts the channel's CA and presents its client certificate
+	// unless it has its own.
+	if c.Rootfs.Source.CAFile == "" {
+		c.Rootfs.Source.CAFile = c.Channel.CAFile
+	}
+	if c.Rootfs.Source.CertFile == "" && c.Rootfs.Source.KeyFile == "" {
+		c.Rootfs.Source.CertFile, c.Rootfs.Source.KeyFile = c.Channel.CertFile, c.Channel.KeyFile
 	}
 }
 

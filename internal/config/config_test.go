@@ -95,3 +95,25 @@ func TestEffectiveConfigEncodes(t *testing.T) {
 		t.Errorf("config show output does not load back: %v", err)
 	}
 }
+
+// TestChannelAndPreconditionErrors: the channel: and preconditions:
+// sections report each bad key at its line.
+func TestChannelAndPreconditionErrors(t *testing.T) {
+	_, err := Parse("otagw.yaml", []byte("channel:\n  url: http://updates.example/stable/index.json\n  interval: 0s\npreconditions:\n  min_battery: 200\nmaintenance:\n  download: sometimes\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		`otagw.yaml:2:3: channel.url: "http://updates.example/stable/index.json" is plain http`,
+		`otagw.yaml:3:3: channel.interval: 0s: want at least 1s`,
+		`otagw.yaml:5:3: preconditions.min_battery: 200: want a percentage 0..100`,
+		`maintenance: download: "sometimes": want anytime or window`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors:\n%v\nwant a line with %q", err, want)
+		}
+	}
+	if _, err := Parse("ok.yaml", []byte("channel:\n  url: https://updates.example/stable/index.json\n  tags: [pilot]\npreconditions:\n  min_battery: 30\n")); err != nil {
+		t.Errorf("valid channel section refused: %v", err)
+	}
+}

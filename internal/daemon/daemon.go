@@ -84,6 +84,7 @@ type Daemon struct {
 	inst        *installPart
 	health      *healthPart
 	mcu         *mcuPart
+	channel     *channelPart
 	// beat proves the main loop alive to the health loop (nil: no loop).
 	beat func()
 	// serving is set once the API socket listens.

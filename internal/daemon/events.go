@@ -136,7 +136,7 @@ func typeFilter(list string) (func(api.Event) bool, []string) {
 	}, types
 }
 
-var eventTypes = []string{api.EventState, api.EventProgress, api.EventDevice, api.EventDone, api.EventError, api.EventLagged}
+var eventTypes = []string{api.EventState, api.EventProgress, api.EventDevice, api.EventDone, api.EventError, api.EventChannel, api.EventLagged}
 
 // handleEvents is GET /v1/events[?types=state,progress,...]: NDJSON, one
 // api.Event per line, the first a state event with the current state;

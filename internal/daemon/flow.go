@@ -23,11 +23,17 @@ import (
 //	assessing ─▶ committed ─▶ flashing (MCU firmware of the release) ─▶ committed | idle
 //	assessing ─▶ rolled-back ─▶ rebooting ┄(reboot)┄▶ starting ─▶ rolled-back
 //	downloading | installing ─▶ failed (reason, error kind, attempt)    downloading ─▶ idle (refused, nothing written)
+//	idle | installed | committed | rolled-back ─▶ downloading (channel MCU packages) ─▶ the same
 var transitions = map[string][]string{
 	api.StateStarting: {api.StateIdle, api.StateInstalling, api.StateInstalled, api.StateAssessing,
 		api.StateCommitted, api.StateRolledBack, api.StateFlashing, api.StateFailed},
-	api.StateIdle:        {api.StateDownloading, api.StateFlashing, api.StateRebooting},
-	api.StateDownloading: {api.StateInstalling, api.StateIdle, api.StateFailed},
+	api.StateIdle: {api.StateDownloading, api.StateFlashing, api.StateRebooting},
+	// downloading → installed | committed | rolled-back (and idle): a
+	// channel download (MCU packages) ends and the flow goes back to the
+	// resting state it left; → idle is also an install refused before
+	// anything was written.
+	api.StateDownloading: {api.StateInstalling, api.StateIdle, api.StateInstalled, api.StateCommitted,
+		api.StateRolledBack, api.StateFailed},
 	// installing → installing: an automatic retry of an interrupted
 	// install; → downloading: the retry reads the bundle head again;
 	// → idle: cancelled, or interrupted with no way to resume (the slot

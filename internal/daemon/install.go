@@ -218,7 +218,7 @@ func (p *installPart) autoResume(src, target string) {
 		if !rec.Active || rec.Source != src {
 			return // cancelled, or replaced by a new request
 		}
-		job, err := p.begin(nil, src, target, true, true)
+		job, err := p.begin(nil, src, target, true, true, "resume")
 		if err == nil {
 			<-job.done
 			err = job.err
@@ -404,7 +404,7 @@ func (p *installPart) handleInstall(w http.ResponseWriter, r *http.Request) {
 	// install starts so that no event of it is missed.
 	sub, _ := p.bus.subscribe(RequestBuffer, installView)
 	defer p.bus.unsubscribe(sub)
-	_, err := p.begin(passed, src, target, req.Resume, false)
+	_, err := p.begin(passed, src, target, req.Resume, false, "cli")
 	if err != nil {
 		code, kind := http.StatusConflict, "busy"
 		if !errors.Is(err, api.ErrBusy) {
@@ -453,8 +453,9 @@ func (p *installPart) handleCancel(w http.ResponseWriter, r *http.Request) {
 // and starts the install in the background. src names the bundle; s reads
 // it (nil: opened from src, a URL or, for automatic resumes, a path) and
 // is closed when the install ends. target names the slot of a resume; ""
-// picks the rootfs slot that is not booted.
-func (p *installPart) begin(s source.Source, src, target string, resume, auto bool) (*installJob, error) {
+// picks the rootfs slot that is not booted. origin is where the request
+// came from (api.Event.Source: cli, resume, channel).
+func (p *installPart) begin(s source.Source, src, target string, resume, auto bool, origin string) (*installJob, error) {
 	closeSource := func() {
 		if c, ok := s.(io.Closer); ok {
 			c.Close()
@@ -490,7 +491,7 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	// The flow moves first: an install the flow does not allow now (an
 	// assessment, a fan-out or a reboot is under way) is refused as busy.
 	if p.flow.State() != api.StateInstalling {
-		if err := p.flow.enter(api.StateDownloading, "reading the head of "+src, entry{Bundle: src}); err != nil {
+		if err := p.flow.enter(api.StateDownloading, "reading the head of "+src, entry{Bundle: src, Source: origin}); err != nil {
 			job.err = fmt.Errorf("%w: %v", api.ErrBusy, err)
 			return nil, job.err
 		}
@@ -556,12 +557,8 @@ func (p *installPart) begin(s source.Source, src, target string, resume, auto bo
 	if cp != nil {
 		what = fmt.Sprintf("resuming at chunk %d", cp.Next)
 	}
-	how := "cli"
-	if auto {
-		how = "resume"
-	}
 	p.flow.enter(api.StateInstalling, fmt.Sprintf("%s %s into slot %s", what, src, plan.target),
-		entry{Release: version, Slot: plan.target, Bundle: src, Source: how})
+		entry{Release: version, Slot: plan.target, Bundle: src, Source: origin})
 	started = true
 	p.wg.Add(1)
 	go func() {

@@ -221,7 +221,8 @@ func (m *maintenancePart) status(s *api.Status) {
 	now := m.clock.Now()
 	open, w := m.plan.Open(now)
 	next, nw := m.plan.Next(now)
-	mt := &api.Maintenance{Open: open, Install: m.plan.Options().Install, Flash: m.plan.Options().Flash, Reboot: m.plan.Options().Reboot}
+	mt := &api.Maintenance{Open: open, Install: m.plan.Options().Install, Flash: m.plan.Options().Flash, Reboot: m.plan.Options().Reboot,
+		Download: m.plan.Options().Download}
 	if open {
 		mt.Window = w.Name
 	} else {

@@ -15,7 +15,8 @@ import (
 // installs, boot assessment, MCU fan-out). Each lives in its own file,
 // owns its routes and its section of the status, and is started in order
 // before READY=1. The daemon builds each with what it needs (newParts) and
-// holds it by its type (Daemon.boot, .maintenance, .inst, .health, .mcu);
+// holds it by its type (Daemon.boot, .maintenance, .inst, .health, .mcu,
+// .channel);
 // the state they report moves only through the flow (flow.go). They are
 // plain collaborators (their
 // dependencies are functions and small interfaces declared here: bootSelection,
@@ -47,6 +48,14 @@ func (d *Daemon) newParts() {
 		flow: d.flow, bus: d.bus, reboot: rebooter{d}.Reboot, released: func() { d.mcu.afterCommit() }}
 	d.mcu = &mcuPart{log: d.log, cfg: d.config, flow: d.flow, bus: d.bus, windows: d.maintenance, rec: &mcuStore{d: d}}
 	d.mcu.ctx, d.mcu.cancel = context.WithCancel(context.Background())
+	d.channel = &channelPart{log: d.log, cfg: d.config, clock: d.opts.Clock, warn: d.warn, flow: d.flow, bus: d.bus,
+		windows: d.maintenance, release: releaseStore{d}.releases, daemonStatus: d.status,
+		install: func(url string) (*installJob, error) {
+			// resume: an earlier attempt at the same URL that failed in
+			// transit continues from its checkpoint.
+			return d.inst.begin(nil, url, "", true, false, "channel")
+		},
+		flash: d.mcu.flash, configPath: d.opts.ConfigPath, reloadConfig: d.reload}
 }
 
 // awaitingReboot names the release installed and waiting for its reboot.
@@ -59,7 +68,7 @@ func (d *Daemon) awaitingReboot() (string, bool) {
 
 // parts lists the parts in start order.
 func (d *Daemon) parts() []part {
-	return []part{d.boot, d.maintenance, d.inst, d.health, d.mcu}
+	return []part{d.boot, d.maintenance, d.inst, d.health, d.mcu, d.channel}
 }
 
 // decodeJSON reads a request body (at most 1 MiB), rejecting unknown fields.

@@ -180,6 +180,13 @@ func (r releaseStore) pending() (string, string) {
 	return r.d.st.Pending, r.d.st.PendingSlot
 }
 
+// releases returns the committed and the pending release versions.
+func (r releaseStore) releases() (committed, pending string) {
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	return r.d.st.Committed, r.d.st.Pending
+}
+
 func (r releaseStore) dropPending(slot, version string) {
 	d := r.d
 	d.mu.Lock()

@@ -1,6 +1,6 @@
 // Package window decides when risky work may run: maintenance windows,
 // each a cron start time (five fields, local time) and a duration, and a
-// policy per kind of work (install, MCU flash, reboot).
+// policy per kind of work (install, MCU flash, channel download, reboot).
 //
 //	p, _ := window.New(window.Options{Windows: []window.Window{{Name: "night", Start: "0 2 * * *", Duration: 2 * time.Hour}},
 //		Install: window.InWindow, Reboot: window.InWindow})
@@ -27,8 +27,9 @@ const (
 
 // Kinds of work.
 const (
-	Install = "install"
-	Flash   = "flash"
+	Install  = "install"
+	Flash    = "flash"
+	Download = "download" // fetching from the update channel
 )
 
 // ErrClosed: the work is only allowed inside a maintenance window and none
@@ -49,6 +50,10 @@ type Options struct {
 	Install string `yaml:"install" json:"install"`
 	// Flash (MCU fan-out) is anytime or window.
 	Flash string `yaml:"flash" json:"flash"`
+	// Download (fetching releases, MCU packages and config documents from
+	// the update channel) is anytime or window; a release from the channel
+	// needs both download and install to allow it.
+	Download string `yaml:"download" json:"download"`
 	// Reboot into a newly installed release: manual (otagw reboot or the
 	// operator's own) or window (at the start of the next window, at
 	// once when one is open).
@@ -57,7 +62,7 @@ type Options struct {
 
 // DefaultOptions: no windows; install and flash at any time; reboot manual.
 func DefaultOptions() Options {
-	return Options{Install: Anytime, Flash: Anytime, Reboot: Manual}
+	return Options{Install: Anytime, Flash: Anytime, Download: Anytime, Reboot: Manual}
 }
 
 // Validate checks every window and policy; errors name the entry.
@@ -75,7 +80,11 @@ func (o Options) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.duration: %v: want at least 1m", at, w.Duration))
 		}
 	}
-	for _, p := range []struct{ key, v string }{{"install", o.Install}, {"flash", o.Flash}} {
+	download := o.Download
+	if download == "" { // options built before the download gate existed
+		download = Anytime
+	}
+	for _, p := range []struct{ key, v string }{{"install", o.Install}, {"flash", o.Flash}, {"download", download}} {
 		if p.v != Anytime && p.v != InWindow {
 			errs = append(errs, fmt.Errorf("%s: %q: want %s or %s", p.key, p.v, Anytime, InWindow))
 		}
@@ -83,7 +92,7 @@ func (o Options) Validate() error {
 	if o.Reboot != Manual && o.Reboot != InWindow {
 		errs = append(errs, fmt.Errorf("reboot: %q: want %s or %s", o.Reboot, Manual, InWindow))
 	}
-	if len(o.Windows) == 0 && (o.Install == InWindow || o.Flash == InWindow || o.Reboot == InWindow) {
+	if len(o.Windows) == 0 && (o.Install == InWindow || o.Flash == InWindow || o.Download == InWindow || o.Reboot == InWindow) {
 		errs = append(errs, errors.New("windows: a policy says window but no window is defined"))
 	}
 	return errors.Join(errs...)
@@ -148,11 +157,14 @@ func (p *Plan) Next(now time.Time) (time.Time, Window) {
 	return best, bw
 }
 
-// Allowed says whether work of kind (Install, Flash) may start at now.
+// Allowed says whether work of kind (Install, Flash, Download) may start at now.
 func (p *Plan) Allowed(kind string, now time.Time) error {
 	policy := p.o.Install
-	if kind == Flash {
+	switch kind {
+	case Flash:
 		policy = p.o.Flash
+	case Download:
+		policy = p.o.Download
 	}
 	if policy != InWindow {
 		return nil

@@ -2,6 +2,7 @@ package window
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -97,4 +98,27 @@ func FuzzCronSpec(f *testing.F) {
 		p.Open(now)
 		p.Next(now)
 	})
+}
+
+// TestDownloadGate: downloads from the channel have their own policy; the
+// other kinds are not affected by it.
+func TestDownloadGate(t *testing.T) {
+	p, err := New(Options{Windows: []Window{{Name: "night", Start: "0 2 * * *", Duration: 2 * time.Hour}},
+		Install: Anytime, Flash: Anytime, Download: InWindow, Reboot: Manual})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noon := time.Date(2026, 3, 1, 12, 0, 0, 0, time.Local)
+	if err := p.Allowed(Download, noon); !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "download") {
+		t.Errorf("download at noon: %v, want ErrClosed naming download", err)
+	}
+	if err := p.Allowed(Install, noon); err != nil {
+		t.Errorf("install at noon: %v", err)
+	}
+	if err := p.Allowed(Download, noon.Add(14*time.Hour+30*time.Minute)); err != nil {
+		t.Errorf("download at 02:30: %v", err)
+	}
+	if err := (Options{Install: Anytime, Flash: Anytime, Download: "sometimes", Reboot: Manual}).Validate(); err == nil || !strings.Contains(err.Error(), "download") {
+		t.Errorf("Validate = %v, want download named", err)
+	}
 }

@@ -249,7 +249,7 @@ func (a *Assessor) Run(ctx context.Context) (Result, error) {
 	// Decisions use the clock's Now, not the deadline context's timer, so
 	// that they do not race with it; the context only bounds the checks.
 	end := a.clock().Now().Add(remaining)
-	dctx, cancel := clockwork.WithDeadline(ctx, a.clock(), end)
+	dctx, cancel := deadlineOn(ctx, a.clock(), end)
 	defer cancel()
 	var reason string
 	for {
@@ -287,6 +287,22 @@ func (a *Assessor) Run(ctx context.Context) (Result, error) {
 		}
 	}
 	return a.rollback(ctx, res, reason)
+}
+
+// deadlineOn bounds ctx by end as told by clock. clockwork.WithDeadline
+// knows the real and the fake clock; any other clock (the e2e tests' file
+// clock, whose time is not the real time) would have its deadline measured
+// in real time, so there a timer of that clock cancels the context.
+func deadlineOn(ctx context.Context, clock clockwork.Clock, end time.Time) (context.Context, context.CancelFunc) {
+	if _, fake := clock.(*clockwork.FakeClock); fake || clock == clockwork.NewRealClock() {
+		return clockwork.WithDeadline(ctx, clock, end)
+	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	t := clock.AfterFunc(clock.Until(end), func() { cancel(context.DeadlineExceeded) })
+	return cctx, func() {
+		t.Stop()
+		cancel(context.Canceled)
+	}
 }
 
 func errOrDeadline(rep health.Report) string {
