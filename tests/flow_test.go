@@ -212,8 +212,13 @@ func testFlowBadReleaseRollsBack(t *testing.T, backend string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(d.out.String(), "app-data") {
-		t.Errorf("the log does not name the failed check:\n%s", d.out.String())
+	// The log line may trail the reboot marker through the output pipe.
+	for logDeadline := time.Now().Add(10 * time.Second); !strings.Contains(d.out.String(), "app-data"); {
+		if time.Now().After(logDeadline) {
+			t.Errorf("the log does not name the failed check:\n%s", d.out.String())
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if e := g.env(t); strings.Fields(e["BOOT_ORDER"])[0] == "B" || e["BOOT_B_LEFT"] != "0" {
 		t.Errorf("slot B not marked bad before the reboot: %v", e)

@@ -128,6 +128,7 @@ func (h *healthPart) assessOnStart() {
 		h.run(true, pending)
 		return
 	}
+	fellBack := false
 	if pending != "" {
 		primary, err := c.Primary()
 		if err != nil || primary == pslot {
@@ -135,13 +136,18 @@ func (h *healthPart) assessOnStart() {
 		}
 		// U-Boot fell back (tries used up) or the slot was marked bad:
 		// the release is rolled back.
-		h.rolledBack(pslot, pending, booted)
+		fellBack = true
 	}
 	// The booted slot is the committed one: it booted far enough to run
 	// us, so it gets its tries back (rauc-mark-good.service does the same
-	// each boot), or U-Boot would count it down to nothing.
+	// each boot), or U-Boot would count it down to nothing. This comes
+	// before the rollback is reported, so that whoever sees the outcome
+	// also sees the restored tries.
 	if err := c.MarkGood(booted); err != nil {
 		h.log.Error("marking the booted slot good", zap.String("slot", booted), zap.Error(err))
+	}
+	if fellBack {
+		h.rolledBack(pslot, pending, booted)
 	}
 	h.run(false, "") // starts the committed target; nothing to decide
 }
