@@ -157,8 +157,8 @@ func TestCancelThenResume(t *testing.T) {
 			f.Close()
 			_, err = inst.Install(context.Background(), Request{Source: src, Keyring: kr, Policy: pol, Booted: "A", Resume: last})
 			var ce *ChunkError
-			if !errors.Is(err, ErrHashMismatch) || !errors.As(err, &ce) || ce.Index != -1 {
-				t.Fatalf("resume over a damaged prefix: %v, want a read-back hash mismatch", err)
+			if !errors.Is(err, ErrHashMismatch) || !errors.As(err, &ce) || ce.Index != 5 {
+				t.Fatalf("resume over a damaged prefix: %v, want a read-back hash mismatch at chunk 5", err)
 			}
 
 			other, _ := makeBundle(t, makeImage(10, len(img)), bundleSpec{signers: []testKey{k}})
