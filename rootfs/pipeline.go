@@ -20,9 +20,9 @@ import (
 // workers to the writer and back: no allocation per chunk.
 type chunkBuf struct {
 	i        int
-	stored   []byte // aligned buffer for the stored bytes (allocated on first use)
-	plainBuf []byte // aligned buffer for decompressed or reused bytes
-	plain    []byte // the verified plain bytes (a view of one of the above)
+	stored   []byte // a zstd frame, from the stored pool (nil for raw chunks)
+	plainBuf []byte // aligned buffer (allocated on first use): raw, decompressed or reused bytes
+	plain    []byte // the verified plain bytes (a view of plainBuf)
 	reused   bool   // copied from the booted slot, already verified
 	crc      uint32 // CRC-32C of plain, for the read-back
 	err      error
@@ -79,12 +79,24 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 	nw := workers()
 	// Enough buffers that every stage can work at once, and no more: the
 	// reader fills one, each worker holds one, the writer one, InFlight wait.
+	// Raw chunks are read straight into their aligned plain buffer; zstd
+	// frames into a stored buffer that goes back to its pool once decoded.
 	nbuf := nw + 1 + in.opts.InFlight
 	free := make(chan *chunkBuf, nbuf)
 	for range nbuf {
 		free <- &chunkBuf{done: make(chan struct{}, 1)}
 	}
-	maxStored, chunkSize := p.MaxStored(), p.ChunkSize
+	storedFree := make(chan []byte, nw+1)
+	for range nw + 1 {
+		storedFree <- nil // allocated on first use
+	}
+	chunkSize := p.ChunkSize
+	var maxStored int64
+	for _, c := range p.Chunks {
+		if c.Zstd {
+			maxStored = max(maxStored, c.Size)
+		}
+	}
 	workCh := make(chan *chunkBuf, nbuf)
 	orderCh := make(chan *chunkBuf, nbuf)
 	sr := &SlotResult{Payload: p.Name, Class: p.Target, Slot: s.Name, Bootname: s.Bootname, Device: s.Path,
@@ -115,12 +127,12 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 			case <-ctx.Done():
 				return
 			}
-			c.i, c.reused, c.err, c.plain = i, false, nil, nil
+			c.i, c.reused, c.err, c.plain, c.stored = i, false, nil, nil, nil
+			if c.plainBuf == nil {
+				c.plainBuf = alignedBuf(chunkSize)
+			}
 			off, plen := int64(i)*chunkSize, p.PlainSize(i)
 			if active != nil && off+plen <= t.active.Size {
-				if c.plainBuf == nil {
-					c.plainBuf = alignedBuf(chunkSize)
-				}
 				b := c.plainBuf[:plen]
 				if _, err := active.ReadAt(b, off); err == nil && sha256.Sum256(b) == p.Chunks[i].SHA256 {
 					reused++
@@ -133,14 +145,32 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 					cancel(fmt.Errorf("bundle %s: payload %q chunk %d: %w", st.src, p.Name, i, err))
 					return
 				}
-				if int64(cap(c.stored)) < maxStored {
-					c.stored = alignedBuf(maxStored)
+				buf := c.plainBuf
+				if p.Chunks[i].Zstd {
+					select {
+					case buf = <-storedFree:
+					case <-ctx.Done():
+						free <- c
+						return
+					}
+					if int64(cap(buf)) < maxStored {
+						buf = make([]byte, maxStored)
+					}
 				}
-				var err error
-				if c.stored, err = bundle.ReadStored(st, p, i, c.stored); err != nil {
+				b, err := bundle.ReadStored(st, p, i, buf)
+				if p.Chunks[i].Zstd {
+					c.stored = b
+				}
+				if err != nil {
+					if c.stored != nil {
+						storedFree <- c.stored
+					}
 					free <- c
 					cancel(fmt.Errorf("bundle %s: %w", st.src, err))
 					return
+				}
+				if !p.Chunks[i].Zstd {
+					c.plain = b
 				}
 			}
 			orderCh <- c // never blocks: both channels hold every buffer
@@ -158,13 +188,18 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 				if err := context.Cause(ctx); err != nil {
 					c.err = err
 				} else if !c.reused {
-					if p.Chunks[c.i].Zstd && c.plainBuf == nil {
-						c.plainBuf = alignedBuf(chunkSize)
+					stored := c.plain // raw: the stored bytes are the plain bytes
+					if c.stored != nil {
+						stored = c.stored
 					}
-					c.plain, c.err = dec.Chunk(p, c.i, c.stored, c.plainBuf)
+					c.plain, c.err = dec.Chunk(p, c.i, stored, c.plainBuf)
 					if c.err != nil {
 						c.err = fmt.Errorf("bundle %s: %w", st.src, c.err)
 					}
+				}
+				if c.stored != nil {
+					storedFree <- c.stored
+					c.stored = nil
 				}
 				if c.err == nil {
 					c.crc = crc32.Checksum(c.plain, castagnoli)
@@ -285,6 +320,7 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 func (in *Installer) readBack(ctx context.Context, f, direct *os.File, s *Slot, p *bundle.Payload, synced <-chan int64, crcs []uint32, start int) error {
 	buf := alignedBuf(min(p.ChunkSize, 256<<10))
 	hsh := sha256.New()
+	var sum [sha256.Size]byte
 	var done int64
 	var failed error
 	for wm := range synced {
@@ -326,7 +362,7 @@ func (in *Installer) readBack(ctx context.Context, f, direct *os.File, s *Slot, 
 			}
 			ok := crc == crcs[i]
 			if i < start {
-				ok = bundle.Digest(hsh.Sum(nil)) == p.Chunks[i].SHA256
+				ok = bundle.Digest(hsh.Sum(sum[:0])) == p.Chunks[i].SHA256
 			}
 			if !ok {
 				failed = &bundle.ChunkError{Payload: p.Name, Index: i,
