@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"unsafe"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/otagw/otagw/rootfs/bundle"
@@ -120,6 +121,15 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 		defer close(orderCh)
 		reused := 0
 		defer func() { reusedCh <- reused }()
+		var reuse []bool // delta: chunk i is on the booted slot at its offset
+		if active != nil {
+			var ok bool
+			if reuse, ok = in.scanActive(ctx, active, t, free); !ok {
+				return
+			}
+		}
+		runEnd := int64(-1) // the end of the bundle range being fetched (delta)
+		runLast := -1       // its last chunk
 		for i := t.start; i < n; i++ {
 			var c *chunkBuf
 			select {
@@ -132,7 +142,7 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 				c.plainBuf = alignedBuf(chunkSize)
 			}
 			off, plen := int64(i)*chunkSize, p.PlainSize(i)
-			if active != nil && off+plen <= t.active.Size {
+			if reuse != nil && reuse[i] {
 				b := c.plainBuf[:plen]
 				if _, err := active.ReadAt(b, off); err == nil && sha256.Sum256(b) == p.Chunks[i].SHA256 {
 					reused++
@@ -140,7 +150,18 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 				}
 			}
 			if !c.reused {
-				if err := st.seek(h.DataOffset() + p.Offset + p.Chunks[i].Offset); err != nil {
+				at := h.DataOffset() + p.Offset + p.Chunks[i].Offset
+				var err error
+				if reuse == nil {
+					err = st.seek(at)
+				} else {
+					if i > runLast {
+						runLast = fetchRun(p, reuse, i)
+						runEnd = h.DataOffset() + p.Offset + p.Chunks[runLast].Offset + p.Chunks[runLast].Size
+					}
+					err = st.seekRange(at, runEnd)
+				}
+				if err != nil {
 					free <- c
 					cancel(fmt.Errorf("bundle %s: payload %q chunk %d: %w", st.src, p.Name, i, err))
 					return
@@ -309,6 +330,77 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 		in.log.Info("payload written and read back", zapPayload(sr)...)
 	}
 	return sr, nil
+}
+
+// coalesceGap: reused chunks between two runs of fetched ones are fetched
+// too when their stored bytes are fewer than this, which costs less than
+// another request (its headers and a round trip).
+const coalesceGap = 16 << 10
+
+// fetchRun returns the last chunk of the bundle range to fetch from chunk i
+// (not reusable): the run of chunks to fetch that starts at i, joined with
+// the next run across gaps of reusable chunks smaller than coalesceGap.
+func fetchRun(p *bundle.Payload, reuse []bool, i int) int {
+	last := i
+	for j := i + 1; j < len(p.Chunks); {
+		if !reuse[j] {
+			last, j = j, j+1
+			continue
+		}
+		var gap int64
+		k := j
+		for k < len(p.Chunks) && reuse[k] && gap < coalesceGap {
+			gap += p.Chunks[k].Size
+			k++
+		}
+		if k == len(p.Chunks) || reuse[k] || gap >= coalesceGap {
+			break
+		}
+		j = k
+	}
+	return last
+}
+
+// scanActive hashes the booted slot at each chunk's offset and reports which
+// chunks are already there, so the bundle ranges to fetch are known before
+// the first request. It borrows a pipeline buffer. The reader checks each
+// reused chunk again when it copies it.
+func (in *Installer) scanActive(ctx context.Context, active *os.File, t *target, free chan *chunkBuf) ([]bool, bool) {
+	p := t.p
+	var c *chunkBuf
+	select {
+	case c = <-free:
+	case <-ctx.Done():
+		return nil, false
+	}
+	defer func() { free <- c }()
+	if c.plainBuf == nil {
+		c.plainBuf = alignedBuf(p.ChunkSize)
+	}
+	reuse := make([]bool, len(p.Chunks))
+	var fetch, total int64
+	for i := t.start; i < len(p.Chunks); i++ {
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		off, plen := int64(i)*p.ChunkSize, p.PlainSize(i)
+		total += p.Chunks[i].Size
+		if off+plen <= t.active.Size {
+			b := c.plainBuf[:plen]
+			if _, err := active.ReadAt(b, off); err == nil && sha256.Sum256(b) == p.Chunks[i].SHA256 {
+				reuse[i] = true
+				continue
+			}
+		}
+		fetch += p.Chunks[i].Size
+	}
+	if fetch == total {
+		in.log.Info("delta: no chunk found on the booted slot; reading the whole bundle", zap.String("payload", p.Name))
+		return nil, true
+	}
+	in.log.Info("delta: chunks found on the booted slot", zap.String("payload", p.Name), zap.String("booted_slot", t.active.Name),
+		zap.Int64("fetch_bytes", fetch), zap.Int64("stored_bytes", total))
+	return reuse, true
 }
 
 // readBack reads the slot from byte 0 up to each synced watermark (always
