@@ -307,6 +307,7 @@ func runBundleWrite(ctx context.Context, args []string, stdout, stderr io.Writer
 	allowDown := fs.Bool("allow-downgrade", false, "permit bundles signed with allow-downgrade")
 	mcuDir := fs.String("mcu-dir", "", "extract MCU payloads into this directory")
 	ckpt := fs.String("checkpoint", "", "keep the progress checkpoint in this file and resume from it")
+	deltaFrom := fs.String("delta-from", "", "delta install: copy the chunks this device or file (the booted slot) already holds instead of fetching them")
 	asJSON := fs.Bool("json", false, "line-delimited JSON progress events and result")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -314,7 +315,8 @@ func runBundleWrite(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if len(pos) != 1 || *dev == "" || *keyring == "" || *compatible == "" {
 		fmt.Fprintln(stderr, "usage: otagw bundle write BUNDLE|URL --slot-device DEV --keyring DIR --compatible C\n"+
-			"         [--class rootfs] [--threshold N] [--min-version V] [--allow-downgrade] [--mcu-dir DIR] [--checkpoint FILE] [--json]")
+			"         [--class rootfs] [--threshold N] [--min-version V] [--allow-downgrade] [--mcu-dir DIR] [--checkpoint FILE]\n"+
+			"         [--delta-from DEV] [--json]")
 		return 2
 	}
 	kr, err := bundleKeyring(*keyring)
@@ -330,13 +332,21 @@ func runBundleWrite(ctx context.Context, args []string, stdout, stderr io.Writer
 	opts := rootfs.DefaultOptions()
 	opts.Slots = []rootfs.SlotConfig{{Name: "target", Class: *class, Device: *dev, Bootname: "target"}}
 	opts.Source = source.DefaultOptions()
+	booted := ""
+	if *deltaFrom != "" {
+		if abs, err := filepath.Abs(*deltaFrom); err == nil && !strings.Contains(*deltaFrom, "=") {
+			*deltaFrom = abs
+		}
+		opts.Slots = append(opts.Slots, rootfs.SlotConfig{Name: "booted", Class: *class, Device: *deltaFrom, Bootname: "booted"})
+		opts.Delta, booted = true, "booted"
+	}
 	inst, err := rootfs.NewInstaller(opts, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "otagw bundle write: %v\n", err)
 		return 2
 	}
 	enc := json.NewEncoder(stdout)
-	req := rootfs.Request{Source: pos[0], Keyring: kr, MCUDir: *mcuDir,
+	req := rootfs.Request{Source: pos[0], Keyring: kr, MCUDir: *mcuDir, Booted: booted,
 		Policy: rootfs.Policy{Compatible: *compatible, Threshold: *threshold, MinVersion: *minVersion, AllowDowngrade: *allowDown}}
 	if *ckpt != "" {
 		if b, err := os.ReadFile(*ckpt); err == nil {
