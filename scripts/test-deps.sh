@@ -29,6 +29,9 @@ lz4:/usr/bin/lz4
 zstd:/usr/bin/zstd
 file:/usr/bin/file
 locales:/usr/sbin/locale-gen
+casync:/usr/bin/casync
+zchunk:/usr/bin/zckdl
+curl:/usr/bin/curl
 "
 
 # esptool-js (npm) for the third-party check of the ESP32 simulator
