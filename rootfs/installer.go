@@ -289,8 +289,10 @@ func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) 
 	}
 
 	// The manifest's JSON decoding left garbage in proportion to the image
-	// size; collect it now so the pipeline's buffers reuse that memory and
-	// the peak RSS stays flat whatever the image size.
+	// size, and its raw bytes are not needed any more (a caller that keeps
+	// them, to store the signed manifest, has its own from CheckHead);
+	// collect them now so the pipeline's buffers reuse that memory.
+	h.Raw = nil
 	runtime.GC()
 	pr := &progress{req: &req, total: total, start: in.now(), now: in.now}
 	for i := range m.Payloads {
