@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"runtime"
 	"unsafe"
@@ -121,10 +122,11 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 		defer close(orderCh)
 		reused := 0
 		defer func() { reusedCh <- reused }()
-		var reuse []bool // delta: chunk i is on the booted slot at its offset
+		var reuse []bool // delta: chunk i is on the booted slot
+		var from []int64 // at this offset
 		if active != nil {
 			var ok bool
-			if reuse, ok = in.scanActive(ctx, active, t, free); !ok {
+			if reuse, from, ok = in.scanActive(ctx, active, t, free); !ok {
 				return
 			}
 		}
@@ -141,10 +143,10 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 			if c.plainBuf == nil {
 				c.plainBuf = alignedBuf(chunkSize)
 			}
-			off, plen := int64(i)*chunkSize, p.PlainSize(i)
+			plen := p.PlainSize(i)
 			if reuse != nil && reuse[i] {
 				b := c.plainBuf[:plen]
-				if _, err := active.ReadAt(b, off); err == nil && sha256.Sum256(b) == p.Chunks[i].SHA256 {
+				if _, err := active.ReadAt(b, from[i]); err == nil && sha256.Sum256(b) == p.Chunks[i].SHA256 {
 					reused++
 					c.plain, c.reused = b, true
 				}
@@ -254,7 +256,7 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 	}
 
 	// Writer (this goroutine), in chunk order.
-	synced <- min(int64(t.start)*chunkSize, p.Size)
+	synced <- p.PlainOffset(t.start)
 	var sinceSync int64
 	var werr error
 	for c := range orderCh {
@@ -271,7 +273,7 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 			free <- c
 			continue
 		}
-		off := int64(c.i) * chunkSize
+		off := p.PlainOffset(c.i)
 		w := f
 		if direct != nil && off%directAlign == 0 && aligned(c.plain) {
 			w = direct
@@ -361,34 +363,56 @@ func fetchRun(p *bundle.Payload, reuse []bool, i int) int {
 	return last
 }
 
-// scanActive hashes the booted slot at each chunk's offset and reports which
-// chunks are already there, so the bundle ranges to fetch are known before
-// the first request. It borrows a pipeline buffer. The reader checks each
-// reused chunk again when it copies it.
-func (in *Installer) scanActive(ctx context.Context, active *os.File, t *target, free chan *chunkBuf) ([]bool, bool) {
+// scanActive finds the chunks the booted slot already holds, so the bundle
+// ranges to fetch are known before the first request: for fixed-size
+// chunks it hashes the booted slot at each chunk's offset; for chunks cut
+// by content it cuts the booted slot with the same chunker and looks each
+// chunk up by its sha256, wherever it sits. It borrows a pipeline buffer.
+// The reader checks each reused chunk again when it copies it.
+func (in *Installer) scanActive(ctx context.Context, active *os.File, t *target, free chan *chunkBuf) ([]bool, []int64, bool) {
 	p := t.p
 	var c *chunkBuf
 	select {
 	case c = <-free:
 	case <-ctx.Done():
-		return nil, false
+		return nil, nil, false
 	}
 	defer func() { free <- c }()
 	if c.plainBuf == nil {
 		c.plainBuf = alignedBuf(p.ChunkSize)
 	}
 	reuse := make([]bool, len(p.Chunks))
+	from := make([]int64, len(p.Chunks))
+	var have map[bundle.Digest]int64
+	if p.Chunking == bundle.ChunkingCDC {
+		have = map[bundle.Digest]int64{}
+		cdc := bundle.NewCDC(io.NewSectionReader(active, 0, t.active.Size), p.ChunkSize)
+		var off int64
+		for ctx.Err() == nil {
+			ch, err := cdc.Next(c.plainBuf[:0])
+			if err != nil {
+				break // io.EOF, or a read error: what was read so far is all there is to reuse
+			}
+			have[sha256.Sum256(ch.Data)] = off
+			off += int64(ch.Length)
+		}
+	}
 	var fetch, total int64
 	for i := t.start; i < len(p.Chunks); i++ {
 		if ctx.Err() != nil {
-			return nil, false
+			return nil, nil, false
 		}
-		off, plen := int64(i)*p.ChunkSize, p.PlainSize(i)
+		off, plen := p.PlainOffset(i), p.PlainSize(i)
 		total += p.Chunks[i].Size
-		if off+plen <= t.active.Size {
+		if have != nil {
+			if at, ok := have[p.Chunks[i].SHA256]; ok {
+				reuse[i], from[i] = true, at
+				continue
+			}
+		} else if off+plen <= t.active.Size {
 			b := c.plainBuf[:plen]
 			if _, err := active.ReadAt(b, off); err == nil && sha256.Sum256(b) == p.Chunks[i].SHA256 {
-				reuse[i] = true
+				reuse[i], from[i] = true, off
 				continue
 			}
 		}
@@ -396,11 +420,11 @@ func (in *Installer) scanActive(ctx context.Context, active *os.File, t *target,
 	}
 	if fetch == total {
 		in.log.Info("delta: no chunk found on the booted slot; reading the whole bundle", zap.String("payload", p.Name))
-		return nil, true
+		return nil, nil, true
 	}
 	in.log.Info("delta: chunks found on the booted slot", zap.String("payload", p.Name), zap.String("booted_slot", t.active.Name),
 		zap.Int64("fetch_bytes", fetch), zap.Int64("stored_bytes", total))
-	return reuse, true
+	return reuse, from, true
 }
 
 // readBack reads the slot from byte 0 up to each synced watermark (always
@@ -414,6 +438,7 @@ func (in *Installer) readBack(ctx context.Context, f, direct *os.File, s *Slot, 
 	hsh := sha256.New()
 	var sum [sha256.Size]byte
 	var done int64
+	i := 0 // the chunk that starts at done
 	var failed error
 	for wm := range synced {
 		if failed != nil || ctx.Err() != nil {
@@ -423,7 +448,6 @@ func (in *Installer) readBack(ctx context.Context, f, direct *os.File, s *Slot, 
 			_ = unix.Fadvise(int(f.Fd()), done, wm-done, unix.FADV_DONTNEED)
 		}
 		for done < wm && failed == nil {
-			i := int(done / p.ChunkSize)
 			cend := done + p.PlainSize(i)
 			var crc uint32
 			hsh.Reset()
@@ -460,6 +484,7 @@ func (in *Installer) readBack(ctx context.Context, f, direct *os.File, s *Slot, 
 				failed = &bundle.ChunkError{Payload: p.Name, Index: i,
 					Err: fmt.Errorf("slot %s (%s) read back: %w", s.Name, s.Path, ErrHashMismatch)}
 			}
+			i++
 		}
 	}
 	return failed

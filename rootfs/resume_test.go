@@ -403,3 +403,77 @@ func TestDeltaRanges(t *testing.T) {
 		}
 	})
 }
+
+// TestDeltaCDC: with chunks cut by content, an update that inserts and
+// deletes bytes (everything after them moves) still reuses most chunks
+// from the booted slot, wherever they now sit; only the chunks around the
+// edits are fetched, with bounded ranges; the result is byte-exact; a
+// tampered fetched chunk is refused before it is written.
+func TestDeltaCDC(t *testing.T) {
+	k := newKey(t)
+	v1 := makeImage(31, 8<<20)
+	rnd := rand.New(rand.NewPCG(7, 7))
+	for i := range len(v1) / 2 { // all random: every cut comes from content
+		v1[len(v1)/2+i] = byte(rnd.Uint32())
+	}
+	ins := bytes.Repeat([]byte("inserted by v2 "), 300)
+	v2 := append(append(append([]byte{}, v1[:3<<20]...), ins...), v1[3<<20:]...)
+	v2 = append(v2[:6<<20], v2[6<<20+5000:]...) // 5000 bytes deleted
+	v2[7<<20] ^= 0xff
+	bpath, h := makeBundle(t, v2, bundleSpec{signers: []testKey{k}, chunking: bundle.ChunkingCDC})
+	p := &h.Manifest.Payloads[0]
+	if p.Chunking != bundle.ChunkingCDC || len(p.Chunks) < 64 {
+		t.Fatalf("chunking %q, %d chunks", p.Chunking, len(p.Chunks))
+	}
+	data, err := os.ReadFile(bpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(t *testing.T, data []byte) (*rangeServer, *Result, string, error) {
+		rs := newRangeServer(t, data)
+		a := writeFile(t, t.TempDir(), "a.img", v1)
+		b := fileSlot(t, len(v2))
+		o := slotOptions(a, b)
+		o.Delta = true
+		res, err := install(t, o, Request{Source: rs.URL, Keyring: sign.NewKeyring(k.pub), Policy: Policy{Compatible: testCompat}, Booted: "A"})
+		return rs, res, b, err
+	}
+	rs, res, b, err := run(t, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readSlot(t, b, len(v2)), v2) {
+		t.Fatal("slot does not hold v2")
+	}
+	// Three edits: a few chunks each, out of more than a hundred.
+	if r := res.Slots[0].Reused; r < len(p.Chunks)-12 {
+		t.Errorf("reused %d of %d chunks", r, len(p.Chunks))
+	}
+	if sent := rs.sent.Load(); sent > int64(len(data))/8 {
+		t.Errorf("server sent %d of %d bytes", sent, len(data))
+	}
+	for _, r := range rs.ranges {
+		if !strings.HasPrefix(r, "bytes=") || strings.HasSuffix(r, "-") {
+			t.Errorf("request with Range %q: want bytes=START-END", r)
+		}
+	}
+
+	// A chunk that must be fetched (it holds the inserted bytes), tampered.
+	bad := bytes.Clone(data)
+	var ci int
+	for ci = range p.Chunks {
+		if p.PlainOffset(ci+1) > 3<<20 {
+			break
+		}
+	}
+	bad[h.DataOffset()+p.Offset+p.Chunks[ci].Offset+3] ^= 1
+	_, _, b, err = run(t, bad)
+	var ce *ChunkError
+	if !errors.Is(err, ErrHashMismatch) || !errors.As(err, &ce) || ce.Index != ci {
+		t.Fatalf("tampered chunk %d: %v, want a hash mismatch there", ci, err)
+	}
+	got := readSlot(t, b, len(v2))
+	if bytes.Equal(got[p.PlainOffset(ci):p.PlainOffset(ci+1)], v2[p.PlainOffset(ci):p.PlainOffset(ci+1)]) {
+		t.Fatal("the tampered chunk was written")
+	}
+}

@@ -96,7 +96,8 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	counter := fs.Uint64("security-counter", 0, "security counter the device stores once this release is committed")
 	allowDown := fs.Bool("allow-downgrade", false, "allow installing below the device's stored minimum (if its config permits)")
 	expires := fs.String("expires", "", "expiry: a duration from now (720h, 30d) or an RFC 3339 time")
-	chunk := fs.Int64("chunk-size", bundle.DefaultChunk, "plain bytes per chunk (multiple of 4096)")
+	chunk := fs.Int64("chunk-size", bundle.DefaultChunk, "plain bytes per chunk (multiple of 4096); with --chunking cdc the largest chunk")
+	chunking := fs.String("chunking", "fixed", "fixed, or cdc: chunks cut by content (64 KiB on average), for delta updates")
 	compress := fs.String("compress", bundle.CompressAuto, "auto (zstd where it helps), zstd or none")
 	out := fs.String("o", "", "output bundle file (required)")
 	fs.StringVar(out, "out", "", "same as -o")
@@ -108,7 +109,7 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	if *out == "" || *compatible == "" || *version == "" || len(pos) == 0 || (len(keys) == 0 && *signCmd == "") || (*signCmd != "") != (*signPub != "") {
 		fmt.Fprintln(stderr, "usage: otagw bundle create (--key K [--key K2] | --sign-cmd CMD --sign-pub PUB) --compatible C --version V\n"+
 			"         [--min-version V] [--security-counter N] [--allow-downgrade] [--expires DURATION|RFC3339]\n"+
-			"         [--chunk-size N] [--compress auto|zstd|none] rootfs=IMAGE [mcu=PKG ...] -o OUT")
+			"         [--chunk-size N] [--chunking fixed|cdc] [--compress auto|zstd|none] rootfs=IMAGE [mcu=PKG ...] -o OUT")
 		return 2
 	}
 	specs, err := bundlePayloads(pos)
@@ -118,6 +119,9 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	o := bundle.CreateOptions{Compatible: *compatible, Version: *version, MinVersion: *minVersion, SecurityCounter: *counter,
 		AllowDowngrade: *allowDown, ChunkSize: *chunk, Compress: *compress, Payloads: specs}
+	if *chunking != "fixed" {
+		o.Chunking = *chunking
+	}
 	o.Created = time.Now().UTC().Truncate(time.Second)
 	if *expires != "" {
 		t, err := bundleExpiry(*expires, o.Created)
