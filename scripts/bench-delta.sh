@@ -71,7 +71,10 @@ umount "$MNT"
 t0=$(date +%s.%N)
 "$DIR/otagw" bundle create --key "$DIR/keys/signing.key" --compatible bench-gw --version 2.0.0 \
 	"rootfs=$DIR/v2.img" -o "$DIR/www/v2.otab" >/dev/null
-# The same with 64 KiB chunks: a finer grain for delta updates.
+# Chunks cut by content (restic/chunker, 64 KiB on average, 256 KiB at most).
+"$DIR/otagw" bundle create --key "$DIR/keys/signing.key" --compatible bench-gw --version 2.0.0 --chunking cdc \
+	"rootfs=$DIR/v2.img" -o "$DIR/www/v2-cdc.otab" >/dev/null
+# Fixed 64 KiB chunks: a finer grain for delta updates.
 "$DIR/otagw" bundle create --key "$DIR/keys/signing.key" --compatible bench-gw --version 2.0.0 --chunk-size 65536 \
 	"rootfs=$DIR/v2.img" -o "$DIR/www/v2-64k.otab" >/dev/null
 casync make --store="$DIR/www/store" "$DIR/www/v2.caibx" "$DIR/v2.img" >/dev/null
@@ -112,6 +115,10 @@ delta() { # BUNDLE CHUNK_BYTES
 	check "$DIR/slot" "otagw delta install of $1"
 }
 delta_open=0
+delta v2-cdc.otab 65536
+cdc_b=$delta_b cdc_r=$delta_r cdc_reused=$reused
+cdc_chunks=$("$DIR/otagw" bundle info "$DIR/www/v2-cdc.otab" | sed -n 's/.* \([0-9]*\) chunks.*/\1/p' | head -1)
+bundlecdc_b=$(stat -c %s "$DIR/www/v2-cdc.otab")
 delta v2-64k.otab 65536
 d64_b=$delta_b d64_r=$delta_r d64_reused=$reused d64_chunks=$chunks
 bundle64_b=$(stat -c %s "$DIR/www/v2-64k.otab")
@@ -137,10 +144,12 @@ echo "delta benchmark: ${MIB} MiB ext4 from /usr, $nfiles files; v2: $rewritten 
 printf '%-44s %12s %9s %13s\n' "what" "bytes sent" "requests" "of full bundle"
 printf '%-44s %12s %9s %13s\n' "otagw full bundle install" "$full_b" "$full_r" "$(pct "$full_b" "$bundle_b")"
 printf '%-44s %12s %9s %13s\n' "otagw delta install ($reused/$chunks chunks reused)" "$delta_b" "$delta_r" "$(pct "$delta_b" "$bundle_b")$(above "$delta_b" "$((bundle_b / 20))")"
+printf '%-44s %12s %9s %13s\n' "  same, chunks cut by content ($cdc_reused/$cdc_chunks)" "$cdc_b" "$cdc_r" "$(pct "$cdc_b" "$bundlecdc_b")$(above "$cdc_b" "$((bundlecdc_b / 20))")"
 printf '%-44s %12s %9s %13s\n' "  same, 64 KiB chunks ($d64_reused/$d64_chunks reused)" "$d64_b" "$d64_r" "$(pct "$d64_b" "$bundle64_b")$(above "$d64_b" "$((bundle64_b / 20))")"
 printf '%-44s %12s %9s %13s\n' "casync extract --seed=v1 (index + chunks)" "$ca_b" "$ca_r" "$(pct "$ca_b" "$bundle_b")"
 printf '%-44s %12s %9s %13s\n' "zckdl -s v1.zck" "$zck_got" "$zck_r" "$(pct "$zck_got" "$bundle_b")"
-echo "sizes: otagw bundle $bundle_b B (64 KiB chunks: $bundle64_b B), casync store $store_b B + index $caibx_b B, zchunk file $zck_b B"
+echo "sizes: otagw bundle $bundle_b B (cdc: $bundlecdc_b B, 64 KiB chunks: $bundle64_b B), casync store $store_b B + index $caibx_b B, zchunk file $zck_b B"
 echo "otagw delta: $delta_open open-ended Range requests; goal <= 5% of the full bundle and <= casync:"
 echo "  256 KiB chunks: $(pct "$delta_b" "$bundle_b")$(above "$delta_b" "$((bundle_b / 20))"), $(pct "$delta_b" "$ca_b") of casync$(above "$delta_b" "$ca_b")"
+echo "  chunks cut by content: $(pct "$cdc_b" "$bundlecdc_b")$(above "$cdc_b" "$((bundlecdc_b / 20))"), $(pct "$cdc_b" "$ca_b") of casync$(above "$cdc_b" "$ca_b")"
 echo "  64 KiB chunks: $(pct "$d64_b" "$bundle64_b")$(above "$d64_b" "$((bundle64_b / 20))"), $(pct "$d64_b" "$ca_b") of casync$(above "$d64_b" "$ca_b")"

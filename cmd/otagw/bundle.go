@@ -171,8 +171,12 @@ func bundlePrintPayloads(w io.Writer, m *bundle.Manifest) {
 				z++
 			}
 		}
-		fmt.Fprintf(w, "  payload %-12s target %-8s %d bytes, stored %d (%.1f%%), %d chunks of %d (%d zstd), sha256 %s\n",
-			p.Name, p.Target, p.Size, p.StoredSize, 100*float64(p.StoredSize)/float64(p.Size), len(p.Chunks), p.ChunkSize, z, p.SHA256)
+		of := "of"
+		if p.Chunking == bundle.ChunkingCDC {
+			of = "cut by content, at most"
+		}
+		fmt.Fprintf(w, "  payload %-12s target %-8s %d bytes, stored %d (%.1f%%), %d chunks %s %d (%d zstd), sha256 %s\n",
+			p.Name, p.Target, p.Size, p.StoredSize, 100*float64(p.StoredSize)/float64(p.Size), len(p.Chunks), of, p.ChunkSize, z, p.SHA256)
 	}
 }
 
