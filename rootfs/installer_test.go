@@ -334,3 +334,29 @@ func TestReadBackCatchesDamage(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkInstall installs a 64 MiB bundle (half random, half
+// compressible; fixed 256 KiB chunks) into a file slot, for profiling the
+// pipeline: go test -run - -bench Install -cpuprofile cpu.out ./rootfs/
+// (figures for docs come from scripts/bench-rootfs.sh, not from here).
+func BenchmarkInstall(b *testing.B) {
+	k := newKey(b)
+	const size = 64 << 20
+	img := makeImage(5, size)
+	dir := b.TempDir()
+	o := bundle.CreateOptions{Compatible: testCompat, Version: "1.0.0", Signers: []sign.Signer{k.signer},
+		Payloads: []bundle.PayloadSpec{{Name: "rootfs", Target: "rootfs", Path: writeFile(b, dir, "img", img)}}}
+	bpath := filepath.Join(dir, "b.otab")
+	if _, err := bundle.Create(context.Background(), bpath, o); err != nil {
+		b.Fatal(err)
+	}
+	a, s := fileSlot(b, size), fileSlot(b, size)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := install(b, slotOptions(a, s), Request{Source: bpath, Keyring: sign.NewKeyring(k.pub), Booted: "A",
+			Policy: Policy{Compatible: testCompat}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
