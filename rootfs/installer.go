@@ -117,6 +117,12 @@ type Request struct {
 	// Target names the slot to write; empty picks the slot of the
 	// payload's class that is not booted.
 	Target string
+	// Head, when set, is what CheckHead returned for this source: the
+	// install then reads the head again and checks that its manifest bytes
+	// hash to the same digest (so the signatures CheckHead verified still
+	// cover them) instead of parsing a second copy of the manifest, and
+	// applies Policy again. Keyring is not used for it.
+	Head *bundle.Head
 	// Resume continues an interrupted install of the same bundle.
 	Resume *Checkpoint
 	// MCUDir receives MCU payloads as MCUDir/NAME; empty skips them.
@@ -203,7 +209,7 @@ type target struct {
 // Install runs one install (or resumes one, with req.Resume) and returns
 // once every payload is written and read back, or on the first failure.
 func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) {
-	if req.Keyring == nil {
+	if req.Keyring == nil && req.Head == nil {
 		return nil, errors.New("install: no keyring")
 	}
 	src := req.Src
@@ -224,7 +230,13 @@ func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) 
 	}
 	defer st.close()
 	// The checks of CheckHead, on the stream the install goes on reading.
-	h, err := checkHead(st, src, req.Keyring, req.Policy, in.now())
+	var h *bundle.Head
+	var err error
+	if req.Head != nil {
+		h, err = recheckHead(st, src, req.Head, req.Policy, in.now())
+	} else {
+		h, err = checkHead(st, src, req.Keyring, req.Policy, in.now())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -292,7 +304,9 @@ func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) 
 	// size, and its raw bytes are not needed any more (a caller that keeps
 	// them, to store the signed manifest, has its own from CheckHead);
 	// collect them now so the pipeline's buffers reuse that memory.
-	h.Raw = nil
+	if req.Head == nil {
+		h.Raw = nil
+	}
 	runtime.GC()
 	pr := &progress{req: &req, total: total, start: in.now(), now: in.now}
 	for i := range m.Payloads {
