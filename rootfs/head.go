@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +39,53 @@ func checkHead(r io.Reader, src source.Source, kr *sign.Keyring, pol Policy, now
 	h, err := bundle.ReadHead(r, kr, pol.Threshold)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", src, err)
+	}
+	if err := pol.Check(h.Manifest, now); err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", src, err)
+	}
+	if size := src.Size(); size >= 0 && size != h.Size() {
+		kind := ErrTruncated
+		if size > h.Size() {
+			kind = ErrTrailingData
+		}
+		return nil, fmt.Errorf("bundle %s: %d bytes, manifest declares %d: %w", src, size, h.Size(), kind)
+	}
+	return h, nil
+}
+
+// recheckHead reads the head from r, at the start of src, and checks that
+// it is the head h that CheckHead verified: the same header, and manifest
+// bytes with the same sha256 (what the signatures sign). The manifest is
+// hashed as it streams by, never held or parsed again; the signature block
+// is skipped (the signatures verified over that digest stand). pol is
+// applied again at now, and src's size checked against the manifest's.
+func recheckHead(r io.Reader, src source.Source, h *bundle.Head, pol Policy, now time.Time) (*bundle.Head, error) {
+	short := func(err error) error {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return ErrTruncated
+		}
+		return err
+	}
+	hb := make([]byte, bundle.HeaderSize)
+	if _, err := io.ReadFull(r, hb); err != nil {
+		return nil, fmt.Errorf("bundle %s: header: %w", src, short(err))
+	}
+	hdr, err := bundle.ParseHeader(hb)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", src, err)
+	}
+	if hdr != h.Header {
+		return nil, fmt.Errorf("bundle %s: header changed since its head was checked: %w", src, source.ErrChanged)
+	}
+	sum := sha256.New()
+	if _, err := io.CopyN(sum, r, int64(hdr.ManifestLen)); err != nil {
+		return nil, fmt.Errorf("bundle %s: manifest: %w", src, short(err))
+	}
+	if [32]byte(sum.Sum(nil)) != h.Digest {
+		return nil, fmt.Errorf("bundle %s: manifest changed since its head was checked: %w", src, source.ErrChanged)
+	}
+	if _, err := io.CopyN(io.Discard, r, int64(hdr.SigLen)); err != nil {
+		return nil, fmt.Errorf("bundle %s: signature block: %w", src, short(err))
 	}
 	if err := pol.Check(h.Manifest, now); err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", src, err)

@@ -94,3 +94,49 @@ func TestCheckHeadRefuses(t *testing.T) {
 		t.Error("no keyring accepted")
 	}
 }
+
+// TestInstallCheckedHead: Install given the head CheckHead returned does not
+// parse the manifest again but checks that the source still carries the
+// same one: the same bundle installs byte-exact; another bundle behind the
+// same source (swapped after the check) is refused before any write.
+func TestInstallCheckedHead(t *testing.T) {
+	k := newKey(t)
+	img := makeImage(41, imgSize)
+	bpath, _ := makeBundle(t, img, bundleSpec{signers: []testKey{k}})
+	other, _ := makeBundle(t, makeImage(42, imgSize), bundleSpec{signers: []testKey{k}})
+	kr := sign.NewKeyring(k.pub)
+	pol := Policy{Compatible: testCompat}
+	src, err := source.New(bpath, source.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := CheckHead(context.Background(), src, kr, pol, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := fileSlot(t, imgSize), fileSlot(t, imgSize)
+	res, err := install(t, slotOptions(a, b), Request{Src: src, Head: h, Policy: pol, Booted: "A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Bundle != h.ID() || !bytes.Equal(readSlot(t, b, imgSize), img) {
+		t.Fatalf("result %+v, or the slot does not hold the image", res)
+	}
+
+	// The same path now holds another bundle.
+	data, err := os.ReadFile(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bpath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b2 := fileSlot(t, imgSize)
+	_, err = install(t, slotOptions(a, b2), Request{Src: src, Head: h, Policy: pol, Booted: "A"})
+	if !errors.Is(err, source.ErrChanged) {
+		t.Fatalf("install of a swapped bundle with the checked head: %v, want ErrChanged", err)
+	}
+	if !bytes.Equal(readSlot(t, b2, imgSize), bytes.Repeat([]byte{patternByte}, imgSize)) {
+		t.Fatal("the slot was written")
+	}
+}

@@ -62,6 +62,7 @@ type bundleSpec struct {
 	counter    uint64
 	expires    *time.Time
 	compress   string
+	chunking   string // "" or bundle.ChunkingCDC (256 KiB largest chunk)
 	signers    []testKey
 	mcu        []byte
 }
@@ -83,6 +84,9 @@ func makeBundle(t testing.TB, img []byte, s bundleSpec) (string, *bundle.Head) {
 		AllowDowngrade: s.allowDown, SecurityCounter: s.counter, Expires: s.expires,
 		Created:  time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		Payloads: []bundle.PayloadSpec{{Name: "rootfs", Target: "rootfs", Path: writeFile(t, dir, "img", img)}},
+	}
+	if s.chunking != "" {
+		o.Chunking, o.ChunkSize = s.chunking, 256<<10
 	}
 	if s.version != "" {
 		o.Version = s.version

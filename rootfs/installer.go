@@ -117,6 +117,12 @@ type Request struct {
 	// Target names the slot to write; empty picks the slot of the
 	// payload's class that is not booted.
 	Target string
+	// Head, when set, is what CheckHead returned for this source: the
+	// install then reads the head again and checks that its manifest bytes
+	// hash to the same digest (so the signatures CheckHead verified still
+	// cover them) instead of parsing a second copy of the manifest, and
+	// applies Policy again. Keyring is not used for it.
+	Head *bundle.Head
 	// Resume continues an interrupted install of the same bundle.
 	Resume *Checkpoint
 	// MCUDir receives MCU payloads as MCUDir/NAME; empty skips them.
@@ -203,7 +209,7 @@ type target struct {
 // Install runs one install (or resumes one, with req.Resume) and returns
 // once every payload is written and read back, or on the first failure.
 func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) {
-	if req.Keyring == nil {
+	if req.Keyring == nil && req.Head == nil {
 		return nil, errors.New("install: no keyring")
 	}
 	src := req.Src
@@ -214,9 +220,23 @@ func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) 
 		}
 	}
 	st := &stream{ctx: ctx, src: src}
+	if r, ok := src.(source.Ranger); ok && in.opts.Delta {
+		// Most of the bundle may not be read: ask for the head alone, so
+		// the server does not send what is not used. (On any failure the
+		// head is read the usual way, which reports it.)
+		if hdr, err := peekHeader(ctx, r); err == nil {
+			st.want = hdr.DataOffset()
+		}
+	}
 	defer st.close()
 	// The checks of CheckHead, on the stream the install goes on reading.
-	h, err := checkHead(st, src, req.Keyring, req.Policy, in.now())
+	var h *bundle.Head
+	var err error
+	if req.Head != nil {
+		h, err = recheckHead(st, src, req.Head, req.Policy, in.now())
+	} else {
+		h, err = checkHead(st, src, req.Keyring, req.Policy, in.now())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -281,8 +301,12 @@ func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) 
 	}
 
 	// The manifest's JSON decoding left garbage in proportion to the image
-	// size; collect it now so the pipeline's buffers reuse that memory and
-	// the peak RSS stays flat whatever the image size.
+	// size, and its raw bytes are not needed any more (a caller that keeps
+	// them, to store the signed manifest, has its own from CheckHead);
+	// collect them now so the pipeline's buffers reuse that memory.
+	if req.Head == nil {
+		h.Raw = nil
+	}
 	runtime.GC()
 	pr := &progress{req: &req, total: total, start: in.now(), now: in.now}
 	for i := range m.Payloads {
@@ -367,17 +391,43 @@ func openSlot(s *Slot) (*os.File, error) {
 	return f, nil
 }
 
+// peekHeader reads the bundle's fixed header alone, for its lengths.
+func peekHeader(ctx context.Context, r source.Ranger) (bundle.Header, error) {
+	rc, err := r.OpenRange(ctx, 0, bundle.HeaderSize)
+	if err != nil {
+		return bundle.Header{}, err
+	}
+	defer rc.Close()
+	b := make([]byte, bundle.HeaderSize)
+	if _, err := io.ReadFull(rc, b); err != nil {
+		return bundle.Header{}, err
+	}
+	return bundle.ParseHeader(b)
+}
+
 // stream is a forward reader over a source that reopens it to skip ahead.
 type stream struct {
 	ctx context.Context
 	src source.Source
 	rc  io.ReadCloser
 	pos int64
+	// end is the exclusive end of the open connection's range (-1: to the
+	// end of the source); want is the end the next connection asks for.
+	end, want int64
+	ranged    bool // a bounded range was read
 }
 
 func (s *stream) Read(p []byte) (int, error) {
 	if s.rc == nil {
-		rc, err := s.src.Open(s.ctx, s.pos)
+		var rc io.ReadCloser
+		var err error
+		s.end = -1
+		if r, ok := s.src.(source.Ranger); ok && s.want > s.pos {
+			rc, err = r.OpenRange(s.ctx, s.pos, s.want)
+			s.end, s.ranged = s.want, true
+		} else {
+			rc, err = s.src.Open(s.ctx, s.pos)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("open %s at %d: %w", s.src, s.pos, err)
 		}
@@ -388,8 +438,19 @@ func (s *stream) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// seek moves forward (or anywhere, by reopening).
-func (s *stream) seek(off int64) error {
+// seek moves forward (or anywhere, by reopening); a new connection reads
+// to the end of the source.
+func (s *stream) seek(off int64) error { return s.seekRange(off, -1) }
+
+// seekRange is seek for a reader that needs the bytes up to end only
+// (exclusive; -1: to the end): a new connection asks for just that range
+// when the source can (source.Ranger), and a connection that ends sooner
+// is replaced.
+func (s *stream) seekRange(off, end int64) error {
+	if s.rc != nil && s.end >= 0 && (end < 0 || end > s.end) {
+		s.close() // the open range stops short of what is needed
+	}
+	s.want = end
 	if off == s.pos {
 		return nil
 	}
@@ -409,6 +470,13 @@ func (s *stream) seek(off int64) error {
 
 // checkEnd checks that the bundle is exactly end bytes long.
 func (s *stream) checkEnd(end int64) error {
+	if s.ranged && s.src.Size() == end {
+		// Ranged reads asked for nothing past end; the source's size,
+		// checked against the manifest with the head and kept by every
+		// later response, says nothing follows it.
+		return nil
+	}
+	s.want = -1
 	if s.pos != end {
 		if err := s.seek(end - 1); err != nil {
 			return err

@@ -298,3 +298,65 @@ func TestMCUPayload(t *testing.T) {
 		t.Fatal("slot does not hold the image")
 	}
 }
+
+// TestReadBackCatchesDamage: a byte that changes on the device after it was
+// written and synced (a lost or misdirected write, a bad flash block) is
+// caught by the read-back, at the chunk where it sits, on a loop device
+// (O_DIRECT reads) and on a file (reads after FADV_DONTNEED).
+func TestReadBackCatchesDamage(t *testing.T) {
+	k := newKey(t)
+	img := makeImage(3, imgSize)
+	bpath, _ := makeBundle(t, img, bundleSpec{signers: []testKey{k}})
+	for _, kind := range []string{"file", "loop"} {
+		t.Run(kind, func(t *testing.T) {
+			var a, b string
+			if kind == "file" {
+				a, b = fileSlot(t, imgSize), fileSlot(t, imgSize)
+			} else {
+				a, b = loopSlot(t, imgSize), loopSlot(t, imgSize)
+			}
+			damaged := false
+			testAfterSync = func(f *os.File, end int64) {
+				if end >= 8*testChunk && !damaged { // synced, not yet read back
+					damaged = true
+					if _, err := f.WriteAt([]byte{^img[7*testChunk+100]}, 7*testChunk+100); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+			defer func() { testAfterSync = nil }()
+			_, err := install(t, slotOptions(a, b), Request{Source: bpath, Keyring: sign.NewKeyring(k.pub), Booted: "A",
+				Policy: Policy{Compatible: testCompat}})
+			var ce *ChunkError
+			if !errors.Is(err, ErrHashMismatch) || !errors.As(err, &ce) || ce.Index != 7 {
+				t.Fatalf("install over a device that changed chunk 7: %v, want a read-back mismatch at chunk 7", err)
+			}
+		})
+	}
+}
+
+// BenchmarkInstall installs a 64 MiB bundle (half random, half
+// compressible; fixed 256 KiB chunks) into a file slot, for profiling the
+// pipeline: go test -run - -bench Install -cpuprofile cpu.out ./rootfs/
+// (figures for docs come from scripts/bench-rootfs.sh, not from here).
+func BenchmarkInstall(b *testing.B) {
+	k := newKey(b)
+	const size = 64 << 20
+	img := makeImage(5, size)
+	dir := b.TempDir()
+	o := bundle.CreateOptions{Compatible: testCompat, Version: "1.0.0", Signers: []sign.Signer{k.signer},
+		Payloads: []bundle.PayloadSpec{{Name: "rootfs", Target: "rootfs", Path: writeFile(b, dir, "img", img)}}}
+	bpath := filepath.Join(dir, "b.otab")
+	if _, err := bundle.Create(context.Background(), bpath, o); err != nil {
+		b.Fatal(err)
+	}
+	a, s := fileSlot(b, size), fileSlot(b, size)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := install(b, slotOptions(a, s), Request{Source: bpath, Keyring: sign.NewKeyring(k.pub), Booted: "A",
+			Policy: Policy{Compatible: testCompat}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

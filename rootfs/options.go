@@ -26,10 +26,14 @@ type Options struct {
 	// CheckpointBytes is how often (in written bytes) the slot is synced and
 	// the progress checkpoint handed to the caller.
 	CheckpointBytes int64 `yaml:"checkpoint_bytes" json:"checkpoint_bytes"`
-	// Delta copies chunks whose hash matches the same chunk of the booted
-	// slot of the same class from that slot instead of downloading them.
+	// Delta copies the chunks the booted slot of the same class already
+	// holds (fixed chunks: at the same offset; bundles made with
+	// --chunking cdc: anywhere, found by content) from that slot, and
+	// fetches only the others, with HTTP Range requests that name their end.
 	Delta bool `yaml:"delta" json:"delta"`
-	// InFlight is how many chunks wait between pipeline stages.
+	// InFlight is how many chunks wait between pipeline stages, besides
+	// one per worker (a worker per CPU decompresses and hashes); each
+	// costs a chunk of memory.
 	InFlight int `yaml:"in_flight" json:"in_flight"`
 	// Source configures HTTP(S) sources.
 	Source source.Options `yaml:"source" json:"source"`

@@ -1,23 +1,34 @@
 #!/bin/sh
 # Installs an update into a loop-device slot and compares it with the
-# physical limits measured in the same run on the same image and device:
-#   - dd if=IMAGE of=LOOPDEV bs=4M oflag=direct conv=fsync  (raw write)
-#   - sha256sum IMAGE                                      (one hash pass)
-# For each size (default 1 GiB and 256 MiB; the image is half random, half
-# real file-system content from /usr, so about half of it compresses):
-#   bundle create time and size, `otagw bundle write` time (the same
-#   Installer the daemon runs: verify, decompress, hash, write, fsync,
-#   read back) and its peak RSS from /usr/bin/time -v.
+# physical limit measured in the same run on the same image and device:
+#   limit = max(dd if=IMAGE of=LOOPDEV bs=4M oflag=direct conv=fsync,
+#               openssl dgst -sha256 IMAGE)
+# (a raw write of the image to the same prepared slot, and the fastest
+# sha256 on this CPU). The image is half random, half real file-system
+# content from /usr, so about half of it compresses.
+# For the first size (default 1 GiB):
+#   - `otagw bundle create` (zstd, signed): time beside the bundle's size;
+#   - `otagw bundle write` of the uncompressed and of the zstd bundle (the
+#     Installer the daemon runs: verify, decompress, hash, write, sync,
+#     read back): wall and CPU time, each as a ratio to the limit
+#     (goals: 1.3x uncompressed, 1.5x zstd);
+# for every size (default 1 GiB and 4 GiB): `otagw install` through the
+# daemon, and the daemon's peak RSS (VmHWM; goal 14 MiB, flat in size).
+# "above" marks a figure above its goal.
 # Needs root (losetup). Usage: scripts/bench-rootfs.sh [SIZE_MIB ...]
 #   BENCH_DIR picks the disk (default /var/tmp); OTAGW uses a prebuilt binary.
 set -eu
 cd "$(dirname "$0")/.."
-SIZES=${*:-"1024 256"}
+SIZES=${*:-"1024 4096"}
 [ "$(id -u)" = 0 ] || { echo "bench-rootfs: needs root for loop devices" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "bench-rootfs: /usr/bin/time missing (Debian package time)" >&2; exit 1; }
+for t in /usr/bin/time openssl losetup; do
+	command -v $t >/dev/null || { echo "bench-rootfs: $t missing (sh scripts/test-deps.sh)" >&2; exit 1; }
+done
 DIR=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}" otagw-bench-rootfs.XXXXXX)
 LOOP=""
+DPID=""
 cleanup() {
+	[ -z "$DPID" ] || kill "$DPID" 2>/dev/null || true
 	[ -z "$LOOP" ] || losetup -d "$LOOP" || true
 	rm -rf "$DIR"
 }
@@ -37,11 +48,16 @@ now() { date +%s.%N; }
 diff_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 maxf() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
-rss_kib() { awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$1"; }
+above() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > b) printf " above" }'; }
 warm() { cat "$@" >/dev/null; }
+# /usr/bin/time -f "%e %U %S %M": wall, user, sys, max RSS KiB
+tfield() { awk -v f="$2" 'END { print $f }' "$1"; }
+cpu() { awk '{ printf "%.2f", $2 + $3 }' "$1"; }
 
 echo "rootfs install benchmark: $(nproc) CPUs, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'), slot: loop device on $(df -P "$DIR" | awk 'NR==2 { print $1 }')"
-printf '%-8s %-34s %9s %10s %9s\n' "size" "what" "seconds" "x limit" "peak RSS"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "size" "what" "wall s" "CPU s" "wall/lim" "CPU/lim" "peak RSS"
+first=1
 for mib in $SIZES; do
 	img="$DIR/img.$mib"
 	half=$((mib / 2))
@@ -51,53 +67,53 @@ for mib in $SIZES; do
 		tar -cf - /usr/share /usr/lib 2>/dev/null | head -c $((mib * 1048576 - $(stat -c %s "$img"))) >>"$img" || true
 	done
 
-	# Bundle creation.
+	# Bundle creation (zstd where it pays, signed).
 	warm "$img"
-	t0=$(now)
-	/usr/bin/time -v -o "$DIR/create.time" "$DIR/otagw" bundle create --key "$DIR/keys/signing.key" \
+	/usr/bin/time -f "%e %U %S %M" -o "$DIR/create.time" "$DIR/otagw" bundle create --key "$DIR/keys/signing.key" \
 		--compatible bench-gw --version 1.0.0 "rootfs=$img" -o "$DIR/b.otab" >/dev/null
-	t1=$(now)
-	create=$(diff_s "$t0" "$t1")
 	bsize=$(stat -c %s "$DIR/b.otab")
+	if [ $first = 1 ]; then
+		"$DIR/otagw" bundle create --key "$DIR/keys/signing.key" --compress none \
+			--compatible bench-gw --version 1.0.0 "rootfs=$img" -o "$DIR/raw.otab" >/dev/null
+	fi
 	rm -f "$DIR/slot.$mib"
 	truncate -s "$((mib + 16))M" "$DIR/slot.$mib"
 	LOOP=$(losetup -f --show "$DIR/slot.$mib")
 
-	# Limit 1: raw write of the image.
+	# The limit: a raw write of the image to the slot, and one sha256 pass.
 	warm "$img"
 	t0=$(now)
 	dd if="$img" of="$LOOP" bs=4M oflag=direct conv=fsync status=none
 	t1=$(now)
 	dd_s=$(diff_s "$t0" "$t1")
-	# Limit 2: one sha256 pass over the image.
 	warm "$img"
 	t0=$(now)
-	sha256sum "$img" >/dev/null
+	openssl dgst -sha256 "$img" >/dev/null
 	t1=$(now)
 	sha_s=$(diff_s "$t0" "$t1")
 	limit=$(maxf "$dd_s" "$sha_s")
-	# For reference: the fastest sha256 on this CPU (OpenSSL, SHA extensions).
-	ossl_s=-
-	if command -v openssl >/dev/null; then
-		warm "$img"
-		t0=$(now)
-		openssl dgst -sha256 "$img" >/dev/null
-		t1=$(now)
-		ossl_s=$(diff_s "$t0" "$t1")
+	printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "dd bs=4M oflag=direct conv=fsync" "$dd_s" - "$(ratio "$dd_s" "$limit")" - -
+	printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "openssl dgst -sha256" "$sha_s" - "$(ratio "$sha_s" "$limit")" - -
+
+	if [ $first = 1 ]; then
+		for kind in raw zstd; do
+			b="$DIR/b.otab"; goal=1.5; what="otagw bundle write, zstd bundle"
+			[ $kind = zstd ] || { b="$DIR/raw.otab"; goal=1.3; what="otagw bundle write, uncompressed bundle"; }
+			# Fill the slot with other bytes first, so the result means something.
+			dd if=/dev/zero of="$LOOP" bs=4M count="$((mib / 4))" oflag=direct conv=fsync status=none
+			warm "$b"
+			/usr/bin/time -f "%e %U %S %M" -o "$DIR/install.time" "$DIR/otagw" bundle write "$b" --slot-device "$LOOP" \
+				--keyring "$DIR/ring" --compatible bench-gw >/dev/null 2>"$DIR/install.err" || { cat "$DIR/install.err" >&2; exit 1; }
+			cmp -n "$((mib * 1048576))" "$img" "$LOOP" || { echo "bench-rootfs: slot differs from the image ($kind)" >&2; exit 1; }
+			w=$(tfield "$DIR/install.time" 1); c=$(cpu "$DIR/install.time")
+			printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "$what" "$w" "$c" \
+				"$(ratio "$w" "$limit")$(above "$(ratio "$w" "$limit")" $goal)" "$(ratio "$c" "$limit")" "$(($(tfield "$DIR/install.time" 4) / 1024)) MiB"
+		done
+		rm -f "$DIR/raw.otab"
 	fi
 
-	# The install: fill the slot with other bytes first, so the result means something.
-	dd if=/dev/zero of="$LOOP" bs=4M count="$((mib / 4))" oflag=direct conv=fsync status=none
-	warm "$DIR/b.otab"
-	t0=$(now)
-	/usr/bin/time -v -o "$DIR/install.time" "$DIR/otagw" bundle write "$DIR/b.otab" --slot-device "$LOOP" \
-		--keyring "$DIR/ring" --compatible bench-gw >/dev/null 2>"$DIR/install.err" || { cat "$DIR/install.err" >&2; exit 1; }
-	t1=$(now)
-	inst_s=$(diff_s "$t0" "$t1")
-	cmp -n "$((mib * 1048576))" "$img" "$LOOP" || { echo "bench-rootfs: slot differs from the image" >&2; exit 1; }
-
-	# The same install through the daemon (otagw install over its API): its
-	# time and the daemon's peak RSS (VmHWM), which includes its API server,
+	# The install through the daemon (otagw install over its API): its time
+	# and the daemon's peak RSS (VmHWM), which includes its API server,
 	# logging and state, not just the installer.
 	dd if=/dev/zero of="$LOOP" bs=4M count="$((mib / 4))" oflag=direct conv=fsync status=none
 	truncate -s 1M "$DIR/slotA"
@@ -114,41 +130,36 @@ watchdog: {enabled: false}
 YAML
 	rm -rf "$DIR/state" "$DIR/bootenv.txt"
 	"$DIR/otagw" daemon --config "$DIR/daemon.yaml" --log-format json 2>"$DIR/daemon.log" &
-	dpid=$!
+	DPID=$!
 	i=0
 	until "$DIR/otagw" status --socket "$DIR/otagw.sock" >/dev/null 2>&1; do
 		i=$((i + 1)); [ $i -lt 200 ] || { cat "$DIR/daemon.log" >&2; exit 1; }
 		sleep 0.05
 	done
-	idle_kib=$(awk '/^VmHWM/ { print $2 }' /proc/$dpid/status)
+	idle_kib=$(awk '/^VmHWM/ { print $2 }' /proc/$DPID/status)
 	warm "$DIR/b.otab"
-	# Sample the daemon's anonymous memory (heap, stacks: what it really
-	# allocates; the rest of RSS is clean pages of the binary) while it works.
-	( while kill -0 $dpid 2>/dev/null; do awk '/^RssAnon/ { print $2 }' /proc/$dpid/status 2>/dev/null; sleep 0.02; done ) >"$DIR/anon.samples" &
-	sampler=$!
 	t0=$(now)
 	"$DIR/otagw" install --socket "$DIR/otagw.sock" "$DIR/b.otab" >/dev/null 2>"$DIR/install.err" || { cat "$DIR/install.err" "$DIR/daemon.log" >&2; exit 1; }
 	t1=$(now)
 	dinst_s=$(diff_s "$t0" "$t1")
-	daemon_kib=$(awk '/^VmHWM/ { print $2 }' /proc/$dpid/status)
-	kill -TERM $dpid
-	wait $dpid || true
-	wait $sampler 2>/dev/null || true
-	anon_kib=$(sort -n "$DIR/anon.samples" | tail -1)
+	daemon_kib=$(awk '/^VmHWM/ { print $2 }' /proc/$DPID/status)
+	dcpu=$(awk '{ printf "%.2f", ($14 + $15) / 100 }' /proc/$DPID/stat)
+	kill -TERM $DPID
+	wait $DPID || true
+	DPID=""
 	cmp -n "$((mib * 1048576))" "$img" "$LOOP" || { echo "bench-rootfs: slot differs from the image (daemon)" >&2; exit 1; }
 	losetup -d "$LOOP"
 	LOOP=""
 	rm -f "$DIR/slot.$mib"
-
-	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "dd oflag=direct conv=fsync" "$dd_s" "$(ratio "$dd_s" "$limit")" "-"
-	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "sha256sum" "$sha_s" "$(ratio "$sha_s" "$limit")" "-"
-	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "(openssl dgst -sha256, reference)" "$ossl_s" "-" "-"
-	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "otagw bundle write (install)" "$inst_s" "$(ratio "$inst_s" "$limit")" "$(($(rss_kib "$DIR/install.time") / 1024)) MiB"
-	[ "$ossl_s" = - ] || printf '%-8s %-34s %9s %10s\n' "${mib}M" "  install / max(dd, openssl)" "" "$(ratio "$inst_s" "$(maxf "$dd_s" "$ossl_s")")"
-	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "otagw install via the daemon" "$dinst_s" "$(ratio "$dinst_s" "$limit")" "$((daemon_kib / 1024)) MiB"
-	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "  (daemon idle before the install)" "" "" "$((idle_kib / 1024)) MiB"
-	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "  (daemon anonymous memory, peak)" "" "" "$((anon_kib / 1024)) MiB"
-	printf '%-8s %-34s %9s %10s %9s\n' "${mib}M" "otagw bundle create" "$create" "-" "$(($(rss_kib "$DIR/create.time") / 1024)) MiB"
-	printf '%-8s %-34s %9s\n' "${mib}M" "bundle size / image size" "$bsize / $((mib * 1048576)) = $(ratio "$bsize" "$((mib * 1048576))")"
+	printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "otagw install via the daemon" "$dinst_s" "$dcpu" \
+		"$(ratio "$dinst_s" "$limit")" "$(ratio "$dcpu" "$limit")" "$((daemon_kib / 1024)) MiB$(above "$daemon_kib" 14336)"
+	printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "  (the daemon idle, before the install)" "" "" "" "" "$((idle_kib / 1024)) MiB"
+	if [ $first = 1 ]; then
+		printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "otagw bundle create (zstd, signed)" "$(tfield "$DIR/create.time" 1)" \
+			"$(cpu "$DIR/create.time")" - - "$(($(tfield "$DIR/create.time" 4) / 1024)) MiB"
+		printf '%-6s %-40s %s\n' "${mib}M" "  bundle size / image size" "$bsize / $((mib * 1048576)) = $(ratio "$bsize" "$((mib * 1048576))")"
+	fi
 	rm -f "$img" "$DIR/b.otab"
+	first=0
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -31,6 +31,9 @@ file:/usr/bin/file
 locales:/usr/sbin/locale-gen
 can-utils:/usr/bin/candump
 nginx:/usr/sbin/nginx
+casync:/usr/bin/casync
+zchunk:/usr/bin/zckdl
+curl:/usr/bin/curl
 "
 
 # esptool-js (npm) for the third-party check of the ESP32 simulator

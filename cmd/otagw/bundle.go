@@ -96,7 +96,8 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	counter := fs.Uint64("security-counter", 0, "security counter the device stores once this release is committed")
 	allowDown := fs.Bool("allow-downgrade", false, "allow installing below the device's stored minimum (if its config permits)")
 	expires := fs.String("expires", "", "expiry: a duration from now (720h, 30d) or an RFC 3339 time")
-	chunk := fs.Int64("chunk-size", bundle.DefaultChunk, "plain bytes per chunk (multiple of 4096)")
+	chunk := fs.Int64("chunk-size", bundle.DefaultChunk, "plain bytes per chunk (multiple of 4096); with --chunking cdc the largest chunk")
+	chunking := fs.String("chunking", "fixed", "fixed, or cdc: chunks cut by content (64 KiB on average), for delta updates")
 	compress := fs.String("compress", bundle.CompressAuto, "auto (zstd where it helps), zstd or none")
 	out := fs.String("o", "", "output bundle file (required)")
 	fs.StringVar(out, "out", "", "same as -o")
@@ -108,7 +109,7 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	if *out == "" || *compatible == "" || *version == "" || len(pos) == 0 || (len(keys) == 0 && *signCmd == "") || (*signCmd != "") != (*signPub != "") {
 		fmt.Fprintln(stderr, "usage: otagw bundle create (--key K [--key K2] | --sign-cmd CMD --sign-pub PUB) --compatible C --version V\n"+
 			"         [--min-version V] [--security-counter N] [--allow-downgrade] [--expires DURATION|RFC3339]\n"+
-			"         [--chunk-size N] [--compress auto|zstd|none] rootfs=IMAGE [mcu=PKG ...] -o OUT")
+			"         [--chunk-size N] [--chunking fixed|cdc] [--compress auto|zstd|none] rootfs=IMAGE [mcu=PKG ...] -o OUT")
 		return 2
 	}
 	specs, err := bundlePayloads(pos)
@@ -118,6 +119,9 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	o := bundle.CreateOptions{Compatible: *compatible, Version: *version, MinVersion: *minVersion, SecurityCounter: *counter,
 		AllowDowngrade: *allowDown, ChunkSize: *chunk, Compress: *compress, Payloads: specs}
+	if *chunking != "fixed" {
+		o.Chunking = *chunking
+	}
 	o.Created = time.Now().UTC().Truncate(time.Second)
 	if *expires != "" {
 		t, err := bundleExpiry(*expires, o.Created)
@@ -167,8 +171,12 @@ func bundlePrintPayloads(w io.Writer, m *bundle.Manifest) {
 				z++
 			}
 		}
-		fmt.Fprintf(w, "  payload %-12s target %-8s %d bytes, stored %d (%.1f%%), %d chunks of %d (%d zstd), sha256 %s\n",
-			p.Name, p.Target, p.Size, p.StoredSize, 100*float64(p.StoredSize)/float64(p.Size), len(p.Chunks), p.ChunkSize, z, p.SHA256)
+		of := "of"
+		if p.Chunking == bundle.ChunkingCDC {
+			of = "cut by content, at most"
+		}
+		fmt.Fprintf(w, "  payload %-12s target %-8s %d bytes, stored %d (%.1f%%), %d chunks %s %d (%d zstd), sha256 %s\n",
+			p.Name, p.Target, p.Size, p.StoredSize, 100*float64(p.StoredSize)/float64(p.Size), len(p.Chunks), of, p.ChunkSize, z, p.SHA256)
 	}
 }
 
@@ -307,6 +315,7 @@ func runBundleWrite(ctx context.Context, args []string, stdout, stderr io.Writer
 	allowDown := fs.Bool("allow-downgrade", false, "permit bundles signed with allow-downgrade")
 	mcuDir := fs.String("mcu-dir", "", "extract MCU payloads into this directory")
 	ckpt := fs.String("checkpoint", "", "keep the progress checkpoint in this file and resume from it")
+	deltaFrom := fs.String("delta-from", "", "delta install: copy the chunks this device or file (the booted slot) already holds instead of fetching them")
 	asJSON := fs.Bool("json", false, "line-delimited JSON progress events and result")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -314,7 +323,8 @@ func runBundleWrite(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if len(pos) != 1 || *dev == "" || *keyring == "" || *compatible == "" {
 		fmt.Fprintln(stderr, "usage: otagw bundle write BUNDLE|URL --slot-device DEV --keyring DIR --compatible C\n"+
-			"         [--class rootfs] [--threshold N] [--min-version V] [--allow-downgrade] [--mcu-dir DIR] [--checkpoint FILE] [--json]")
+			"         [--class rootfs] [--threshold N] [--min-version V] [--allow-downgrade] [--mcu-dir DIR] [--checkpoint FILE]\n"+
+			"         [--delta-from DEV] [--json]")
 		return 2
 	}
 	kr, err := bundleKeyring(*keyring)
@@ -330,13 +340,21 @@ func runBundleWrite(ctx context.Context, args []string, stdout, stderr io.Writer
 	opts := rootfs.DefaultOptions()
 	opts.Slots = []rootfs.SlotConfig{{Name: "target", Class: *class, Device: *dev, Bootname: "target"}}
 	opts.Source = source.DefaultOptions()
+	booted := ""
+	if *deltaFrom != "" {
+		if abs, err := filepath.Abs(*deltaFrom); err == nil && !strings.Contains(*deltaFrom, "=") {
+			*deltaFrom = abs
+		}
+		opts.Slots = append(opts.Slots, rootfs.SlotConfig{Name: "booted", Class: *class, Device: *deltaFrom, Bootname: "booted"})
+		opts.Delta, booted = true, "booted"
+	}
 	inst, err := rootfs.NewInstaller(opts, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "otagw bundle write: %v\n", err)
 		return 2
 	}
 	enc := json.NewEncoder(stdout)
-	req := rootfs.Request{Source: pos[0], Keyring: kr, MCUDir: *mcuDir,
+	req := rootfs.Request{Source: pos[0], Keyring: kr, MCUDir: *mcuDir, Booted: booted,
 		Policy: rootfs.Policy{Compatible: *compatible, Threshold: *threshold, MinVersion: *minVersion, AllowDowngrade: *allowDown}}
 	if *ckpt != "" {
 		if b, err := os.ReadFile(*ckpt); err == nil {

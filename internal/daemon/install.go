@@ -634,7 +634,7 @@ func (p *installPart) prepare(ctx context.Context, src source.Source, target str
 		return nil, err
 	}
 	return &installPlan{target: target, chooser: c, installer: inst, head: h,
-		request: rootfs.Request{Keyring: kr, Policy: policy, Booted: booted, Target: slotName}}, nil
+		request: rootfs.Request{Keyring: kr, Policy: policy, Booted: booted, Target: slotName, Head: h}}, nil
 }
 
 // refused records a request that ended before anything was written: the

@@ -225,3 +225,57 @@ func TestCreateRefuses(t *testing.T) {
 		t.Errorf("Create left files behind: %v", ents)
 	}
 }
+
+// TestCDC: a payload cut by content verifies, its chunks tile the payload
+// with plain sizes between the bounds, the same bytes are cut the same way
+// after an insertion before them, and a table whose plain sizes do not add
+// up is refused.
+func TestCDC(t *testing.T) {
+	img := testImage(2 << 20)
+	cdc := func(o *CreateOptions) { o.Chunking, o.ChunkSize = ChunkingCDC, 256<<10 }
+	path, h, pub := testBundle(t, img, cdc)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := Verify(context.Background(), f, sign.NewKeyring(pub), 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := &h.Manifest.Payloads[0]
+	if p.Chunking != ChunkingCDC || p.PlainOffset(len(p.Chunks)) != int64(len(img)) {
+		t.Fatalf("chunking %q, %d chunks ending at %d", p.Chunking, len(p.Chunks), p.PlainOffset(len(p.Chunks)))
+	}
+	sums := map[Digest]bool{}
+	for i, c := range p.Chunks {
+		if c.Plain > p.ChunkSize || (c.Plain < CDCMinSize && i < len(p.Chunks)-1) {
+			t.Fatalf("chunk %d: %d plain bytes", i, c.Plain)
+		}
+		sums[c.SHA256] = true
+	}
+	// 1000 bytes inserted near the start: nearly every later chunk is the same.
+	moved := append(append(append([]byte{}, img[:100<<10]...), make([]byte, 1000)...), img[100<<10:]...)
+	_, h2, _ := testBundle(t, moved, cdc)
+	same := 0
+	for _, c := range h2.Manifest.Payloads[0].Chunks {
+		if sums[c.SHA256] {
+			same++
+		}
+	}
+	if same < len(p.Chunks)-3 {
+		t.Fatalf("after an insertion %d of %d chunks are the same", same, len(p.Chunks))
+	}
+
+	m := *h.Manifest
+	m.Payloads = append([]Payload{}, m.Payloads...)
+	m.Payloads[0].Chunks = append([]Chunk{}, p.Chunks...)
+	m.Payloads[0].Chunks[1].Plain++
+	if err := m.Validate(); !errors.Is(err, ErrFormat) {
+		t.Fatalf("plain sizes adding up to size+1: %v", err)
+	}
+	m.Payloads[0].Chunks[1].Plain--
+	m.Payloads[0].Chunking = ""
+	if err := m.Validate(); !errors.Is(err, ErrFormat) {
+		t.Fatalf("plain sizes in a fixed-chunk table: %v", err)
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/otagw/otagw/internal/sign"
+	"github.com/restic/chunker"
 )
 
 // Compression choices for Create.
@@ -41,7 +42,8 @@ type CreateOptions struct {
 	AllowDowngrade  bool
 	Created         time.Time  // zero: now
 	Expires         *time.Time // nil: never
-	ChunkSize       int64      // 0: DefaultChunk
+	ChunkSize       int64      // 0: DefaultChunk; with Chunking "cdc", the largest chunk
+	Chunking        string     // "": fixed-size chunks; ChunkingCDC: cut by content
 	Compress        string     // "": CompressAuto
 	Signers         []sign.Signer
 	Payloads        []PayloadSpec
@@ -64,6 +66,15 @@ func Create(ctx context.Context, out string, o CreateOptions) (*Head, error) {
 	case CompressAuto, CompressZstd, CompressNone:
 	default:
 		return nil, fmt.Errorf("create bundle: compress %q: want auto, zstd or none", o.Compress)
+	}
+	switch o.Chunking {
+	case "":
+	case ChunkingCDC:
+		if o.ChunkSize < 2*CDCMinSize {
+			return nil, fmt.Errorf("create bundle: chunking %s needs a chunk size of at least %d", o.Chunking, 2*CDCMinSize)
+		}
+	default:
+		return nil, fmt.Errorf("create bundle: chunking %q: want none or %s", o.Chunking, ChunkingCDC)
 	}
 	if o.Created.IsZero() {
 		o.Created = time.Now().UTC().Truncate(time.Second)
@@ -173,7 +184,11 @@ func addPayload(ctx context.Context, w io.Writer, ps PayloadSpec, o CreateOption
 		return nil, fmt.Errorf("create bundle: payload %q: %w", ps.Name, err)
 	}
 	defer in.Close()
-	p := &Payload{Name: ps.Name, Target: ps.Target, ChunkSize: o.ChunkSize, Offset: off}
+	p := &Payload{Name: ps.Name, Target: ps.Target, ChunkSize: o.ChunkSize, Offset: off, Chunking: o.Chunking}
+	var cdc *chunker.Chunker
+	if o.Chunking == ChunkingCDC {
+		cdc = NewCDC(in, o.ChunkSize)
+	}
 	workers := o.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -206,7 +221,15 @@ func addPayload(ctx context.Context, w io.Writer, ps PayloadSpec, o CreateOption
 		defer close(jobs)
 		for idx := 0; ; idx++ {
 			buf := make([]byte, o.ChunkSize)
-			n, err := io.ReadFull(in, buf)
+			var n int
+			var err error
+			if cdc != nil {
+				var c chunker.Chunk
+				c, err = cdc.Next(buf)
+				buf, n = c.Data, int(c.Length)
+			} else {
+				n, err = io.ReadFull(in, buf)
+			}
 			if n > 0 {
 				j := &job{idx: idx, plain: buf[:n], done: make(chan struct{})}
 				select {
@@ -241,7 +264,11 @@ func addPayload(ctx context.Context, w io.Writer, ps PayloadSpec, o CreateOption
 			cancel()
 			continue
 		}
-		p.Chunks = append(p.Chunks, Chunk{SHA256: j.sum, Offset: coff, Size: int64(len(j.stored)), Zstd: j.zstd})
+		c := Chunk{SHA256: j.sum, Offset: coff, Size: int64(len(j.stored)), Zstd: j.zstd}
+		if cdc != nil {
+			c.Plain = int64(len(j.plain))
+		}
+		p.Chunks = append(p.Chunks, c)
 		coff += int64(len(j.stored))
 		p.Size += int64(len(j.plain))
 	}
@@ -257,6 +284,14 @@ func addPayload(ctx context.Context, w io.Writer, ps PayloadSpec, o CreateOption
 	p.StoredSize = coff
 	p.SHA256 = Digest(sumOf(whole))
 	return p, nil
+}
+
+// NewCDC returns the content-defined chunker of ChunkingCDC over r, for
+// chunks of at most max bytes; Next(buf) needs a buffer of max bytes.
+func NewCDC(r io.Reader, max int64) *chunker.Chunker {
+	c := chunker.NewWithBoundaries(r, chunker.Pol(CDCPolynomial), CDCMinSize, uint(max))
+	c.SetAverageBits(CDCAverageBits)
+	return c
 }
 
 func sumOf(h hash.Hash) (d [32]byte) {

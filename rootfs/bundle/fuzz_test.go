@@ -14,6 +14,8 @@ import (
 func FuzzParseManifest(f *testing.F) {
 	_, h, _ := testBundle(f, testImage(5*4096+3), nil)
 	f.Add(h.Raw)
+	_, hc, _ := testBundle(f, testImage(200<<10), func(o *CreateOptions) { o.Chunking, o.ChunkSize = ChunkingCDC, 64<<10 })
+	f.Add(hc.Raw)
 	f.Add([]byte(`{"format":1}`))
 	f.Add([]byte(`{"format":1,"compatible":"a","version":"1.0.0","created":"2026-01-01T00:00:00Z","payloads":[{"name":"r","target":"rootfs","size":1,"sha256":"` +
 		"0000000000000000000000000000000000000000000000000000000000000000" + `","chunk_size":4096,"offset":0,"stored_size":1,"chunks":[{"sha256":"` +

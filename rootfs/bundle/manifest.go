@@ -55,13 +55,32 @@ type Payload struct {
 	Target string `json:"target"` // a slot class ("rootfs") or "mcu"
 	Size   int64  `json:"size"`   // plain bytes
 	SHA256 Digest `json:"sha256"` // of the plain bytes
-	// ChunkSize is the plain size of every chunk but the last.
+	// ChunkSize is the plain size of every chunk but the last; with
+	// Chunking "cdc", the largest a chunk may be.
 	ChunkSize int64 `json:"chunk_size"`
+	// Chunking is "" (fixed-size chunks) or ChunkingCDC (cut by content;
+	// each chunk's plain size in its Plain field).
+	Chunking string `json:"chunking,omitempty"`
 	// Offset of the first stored byte, counted from the start of the data area.
 	Offset     int64   `json:"offset"`
 	StoredSize int64   `json:"stored_size"`
 	Chunks     []Chunk `json:"chunks"`
+
+	plainEnd []int64 // CDC: end of each chunk's plain bytes (set by Validate)
 }
+
+// ChunkingCDC cuts chunks by content: the Rabin fingerprint chunker of
+// github.com/restic/chunker with the polynomial CDCPolynomial, at least
+// CDCMinSize bytes, at most the payload's ChunkSize, and a cut where the
+// fingerprint's low CDCAverageBits bits are zero (64 KiB on average). An
+// insertion or deletion then changes only the chunks around it, and the same
+// content cuts the same way wherever it sits: what a delta install needs.
+const (
+	ChunkingCDC    = "cdc"
+	CDCPolynomial  = 0x3DA3358B4DC173 // irreducible, degree 53 (restic/chunker's documented example)
+	CDCMinSize     = 16 << 10
+	CDCAverageBits = 16
+)
 
 // Chunk is one entry of a payload's chunk table.
 type Chunk struct {
@@ -69,14 +88,33 @@ type Chunk struct {
 	Offset int64  `json:"offset"` // of the stored bytes, from the payload's Offset
 	Size   int64  `json:"size"`   // stored bytes (the zstd frame, or the plain bytes)
 	Zstd   bool   `json:"zstd,omitempty"`
+	Plain  int64  `json:"plain,omitempty"` // plain bytes (Chunking "cdc" only)
 }
 
 // PlainSize is the plain size of chunk i.
 func (p *Payload) PlainSize(i int) int64 {
+	if p.Chunking == ChunkingCDC {
+		return p.Chunks[i].Plain
+	}
 	if i == len(p.Chunks)-1 {
 		return p.Size - int64(i)*p.ChunkSize
 	}
 	return p.ChunkSize
+}
+
+// PlainOffset is where chunk i's plain bytes start in the payload (i may
+// be len(Chunks): the payload's size). A CDC payload must have passed
+// Validate (ParseManifest and Create do it).
+func (p *Payload) PlainOffset(i int) int64 {
+	switch {
+	case i >= len(p.Chunks):
+		return p.Size
+	case p.Chunking != ChunkingCDC:
+		return int64(i) * p.ChunkSize
+	case i == 0:
+		return 0
+	}
+	return p.plainEnd[i-1]
 }
 
 // MaxStored is the largest stored chunk of the payload.
@@ -189,8 +227,29 @@ func (m *Manifest) Validate() error {
 			return bad("payload %q: size %d", p.Name, p.Size)
 		}
 		n := (p.Size + p.ChunkSize - 1) / p.ChunkSize
-		if int64(len(p.Chunks)) != n {
-			return bad("payload %q: %d chunks, size %d needs %d", p.Name, len(p.Chunks), p.Size, n)
+		switch p.Chunking {
+		case "":
+			if int64(len(p.Chunks)) != n {
+				return bad("payload %q: %d chunks, size %d needs %d", p.Name, len(p.Chunks), p.Size, n)
+			}
+		case ChunkingCDC:
+			if int64(len(p.Chunks)) < n || int64(len(p.Chunks)) > p.Size {
+				return bad("payload %q: %d chunks of at most %d bytes for size %d", p.Name, len(p.Chunks), p.ChunkSize, p.Size)
+			}
+			p.plainEnd = make([]int64, len(p.Chunks))
+			var end int64
+			for ci, c := range p.Chunks {
+				if c.Plain < 1 || c.Plain > p.ChunkSize {
+					return bad("payload %q chunk %d: plain size %d, want 1..%d", p.Name, ci, c.Plain, p.ChunkSize)
+				}
+				end += c.Plain
+				p.plainEnd[ci] = end
+			}
+			if end != p.Size {
+				return bad("payload %q: chunks hold %d plain bytes, size %d", p.Name, end, p.Size)
+			}
+		default:
+			return bad("payload %q: chunking %q, want none or %q", p.Name, p.Chunking, ChunkingCDC)
 		}
 		if p.Offset != off {
 			return bad("payload %q: offset %d, want %d", p.Name, p.Offset, off)
@@ -198,6 +257,9 @@ func (m *Manifest) Validate() error {
 		var coff int64
 		for ci, c := range p.Chunks {
 			plain := p.PlainSize(ci)
+			if p.Chunking == "" && c.Plain != 0 {
+				return bad("payload %q chunk %d: plain size given for fixed-size chunks", p.Name, ci)
+			}
 			if c.Offset != coff {
 				return bad("payload %q chunk %d: offset %d, want %d", p.Name, ci, c.Offset, coff)
 			}

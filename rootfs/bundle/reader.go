@@ -109,8 +109,11 @@ func ReadStored(r io.Reader, p *Payload, i int, buf []byte) ([]byte, error) {
 		buf = make([]byte, n)
 	}
 	buf = buf[:n]
-	if err := readFull(r, buf, fmt.Sprintf("payload %q chunk %d", p.Name, i)); err != nil {
-		return buf, err
+	if _, err := io.ReadFull(r, buf); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = ErrTruncated
+		}
+		return buf, fmt.Errorf("payload %q chunk %d: %w", p.Name, i, err)
 	}
 	return buf, nil
 }

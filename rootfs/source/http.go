@@ -43,7 +43,20 @@ func (h *HTTP) String() string { return h.URL }
 // Open implements Source. The returned reader retries dropped bodies by
 // itself; only Retries failures in a row without progress end it.
 func (h *HTTP) Open(ctx context.Context, off int64) (io.ReadCloser, error) {
-	r := &httpReader{h: h, ctx: ctx, pos: off}
+	r := &httpReader{h: h, ctx: ctx, pos: off, end: -1}
+	if err := r.connect(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// OpenRange implements Ranger: every request, resumes included, asks for
+// "bytes=off-(end-1)", so the server sends nothing past end.
+func (h *HTTP) OpenRange(ctx context.Context, off, end int64) (io.ReadCloser, error) {
+	if end <= off {
+		return nil, fmt.Errorf("%s: range %d-%d", h.URL, off, end)
+	}
+	r := &httpReader{h: h, ctx: ctx, pos: off, end: end}
 	if err := r.connect(); err != nil {
 		return nil, err
 	}
@@ -54,7 +67,8 @@ type httpReader struct {
 	h     *HTTP
 	ctx   context.Context
 	pos   int64
-	fails int // failures in a row without progress
+	end   int64 // exclusive end of a ranged read; -1: to the end
+	fails int   // failures in a row without progress
 
 	// The current connection (body nil: none). cancel ends it, with a
 	// *stallError as the cause when a limit was hit.
@@ -129,8 +143,12 @@ func (r *httpReader) request() error {
 		cancel(nil)
 		return errFatal{err}
 	}
-	if r.pos > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", r.pos))
+	if r.pos > 0 || r.end >= 0 {
+		rng := fmt.Sprintf("bytes=%d-", r.pos)
+		if r.end >= 0 {
+			rng += strconv.FormatInt(r.end-1, 10)
+		}
+		req.Header.Set("Range", rng)
 		if r.h.etag != "" {
 			req.Header.Set("If-Range", r.h.etag)
 		} else if r.h.lastMod != "" {
@@ -177,6 +195,8 @@ func (r *httpReader) request() error {
 		if resp.ContentLength >= 0 {
 			r.h.size = resp.ContentLength
 		}
+		// A ranged read from 0 answered with the whole object: Read
+		// stops at end, Close drops the rest.
 	case resp.StatusCode == http.StatusPartialContent:
 		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != r.pos {
@@ -245,6 +265,12 @@ func parseContentRange(s string) (start, total int64, ok bool) {
 }
 
 func (r *httpReader) Read(p []byte) (int, error) {
+	if r.end >= 0 {
+		if r.pos >= r.end {
+			return 0, io.EOF
+		}
+		p = p[:min(int64(len(p)), r.end-r.pos)]
+	}
 	for {
 		if r.body == nil {
 			if err := r.connect(); err != nil {
@@ -257,7 +283,10 @@ func (r *httpReader) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if err == io.EOF {
-			if r.h.size < 0 || r.pos >= r.h.size {
+			if r.end >= 0 && (r.pos >= r.end || (r.h.size >= 0 && r.pos >= r.h.size)) {
+				return n, io.EOF
+			}
+			if r.end < 0 && (r.h.size < 0 || r.pos >= r.h.size) {
 				return n, io.EOF
 			}
 			err = io.ErrUnexpectedEOF // the body ended short of the known size

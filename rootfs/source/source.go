@@ -57,6 +57,15 @@ type Source interface {
 	String() string
 }
 
+// Ranger is a Source that can also yield a bounded range, so a reader that
+// needs only some of the bytes (a delta install) asks for no more: over
+// HTTP a Range request that names its end.
+type Ranger interface {
+	Source
+	// OpenRange returns the bytes from off up to end (exclusive).
+	OpenRange(ctx context.Context, off, end int64) (io.ReadCloser, error)
+}
+
 // Options configure HTTP(S) sources.
 type Options struct {
 	// CAFile is a PEM bundle of CAs to trust instead of the system roots.
@@ -167,6 +176,23 @@ func (f *File) Open(ctx context.Context, off int64) (io.ReadCloser, error) {
 		}
 	}
 	return fh, nil
+}
+
+// OpenRange implements Ranger.
+func (f *File) OpenRange(ctx context.Context, off, end int64) (io.ReadCloser, error) {
+	if end < off {
+		return nil, fmt.Errorf("%s: range %d-%d", f.Path, off, end)
+	}
+	rc, err := f.Open(ctx, off)
+	if err != nil {
+		return nil, err
+	}
+	return limited{io.LimitReader(rc, end-off), rc}, nil
+}
+
+type limited struct {
+	io.Reader
+	io.Closer
 }
 
 // Size implements Source.
