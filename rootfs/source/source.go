@@ -239,7 +239,10 @@ func httpClient(o Options) (*http.Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
-	tr.ResponseHeaderTimeout = o.Timeout
+	// The request's own timer (httpReader.request) bounds the wait for
+	// headers at Timeout and reports it as a stall; the transport's limit
+	// is only a backstop, later, so that the two never race under load.
+	tr.ResponseHeaderTimeout = 2 * o.Timeout
 	tr.DisableCompression = true // Range offsets are in the bundle's own bytes
 	return &http.Client{Transport: tr}, nil
 }
