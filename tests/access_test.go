@@ -82,14 +82,26 @@ func rawCall(t *testing.T, sock string, uid uint32, groups []uint32, route, body
 	if helperPath == "" {
 		t.Fatal("cannot copy the test binary for credential-switched calls")
 	}
-	cmd := exec.Command(helperPath, "-test.run=^$")
-	cmd.Env = []string{"OTAGW_E2E_SOCKET=" + sock, "OTAGW_E2E_REQUEST=" + route, "OTAGW_E2E_BODY=" + body}
-	if uid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: 65534, Groups: groups}}
-	}
+	var out []byte
+	var err error
 	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	// ETXTBSY: a child that another test forked while the copy above was
+	// still open for writing holds that descriptor until its own exec;
+	// the exec of the copy succeeds once it has.
+	for try := 0; ; try++ {
+		cmd := exec.Command(helperPath, "-test.run=^$")
+		cmd.Env = []string{"OTAGW_E2E_SOCKET=" + sock, "OTAGW_E2E_REQUEST=" + route, "OTAGW_E2E_BODY=" + body}
+		if uid != 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: 65534, Groups: groups}}
+		}
+		stderr.Reset()
+		cmd.Stderr = &stderr
+		out, err = cmd.Output()
+		if !errors.Is(err, syscall.ETXTBSY) || try == 50 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("%s as uid %d %v: %v: %s", route, uid, groups, err, stderr.String())
 	}
