@@ -24,6 +24,7 @@ var Licenses = map[string]string{
 	"github.com/jonboulle/clockwork":    "Apache-2.0",
 	"github.com/klauspost/compress":     "BSD-3-Clause & Apache-2.0 & MIT",
 	"github.com/mitchellh/colorstring":  "MIT",
+	"github.com/restic/chunker":         "BSD-2-Clause",
 	"github.com/rivo/uniseg":            "MIT",
 	"github.com/robfig/cron/v3":         "MIT",
 	"github.com/schollz/progressbar/v3": "MIT",
