@@ -20,7 +20,7 @@ PV = "0.1.0+git"
 # checkout's go.sum: `go run ./scripts/yocto-gomods` rewrites it.)
 OTAGW_SRC_URI ?= "git://github.com/otagw/otagw.git;protocol=https;branch=main"
 SRC_URI = "${OTAGW_SRC_URI};destsuffix=git/src/${GO_IMPORT}/"
-SRCREV = "8630b246c31da456e53069c90cd3398db989c6a6"
+SRCREV = "c3a56658c5eb9c55c01b951f1190c7dd7fe21d2c"
 S = "${WORKDIR}/git"
 
 # Every Go module as a gomod:// entry: fetched (and checksummed) in do_fetch only.
