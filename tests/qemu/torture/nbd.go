@@ -184,6 +184,17 @@ func (d *Disk) freeze() {
 	d.mu.Unlock()
 }
 
+// powerOff is a clean power-off: the guest flushed before it, and what
+// the cache may still hold is written back.
+func (d *Disk) powerOff() {
+	d.mu.Lock()
+	for _, w := range d.pending {
+		copy(d.durable[w.off:], w.data)
+	}
+	d.pending, d.pendSize = nil, 0
+	d.mu.Unlock()
+}
+
 // Reset makes a cut disk serve again (the next power-on).
 func (d *Disk) Reset() {
 	d.mu.Lock()

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,6 +131,9 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 		return nil, err
 	}
 	defer h.close()
+	if err := h.snapshot(ctx); err != nil {
+		return nil, err
+	}
 	st := h.stats
 	cfg.Logf("torture: %d cuts, master seed %d (cut i uses PCG(%d, i)), disks in %s", cfg.Cuts, cfg.Seed, cfg.Seed, cfg.Dir)
 	var led ledger
@@ -201,6 +205,7 @@ type harness struct {
 	socks  []string
 	stats  *Stats
 	otagw  string
+	snap   string // the booted machine, saved at the agent's snapshot point
 	hostFW string // fw_env.config naming the host copy of the env disk
 	envImg string
 	broken string
@@ -232,11 +237,8 @@ func newHarness(cfg Config) (*harness, error) {
 	if h.kernel, err = qemutest.FetchKernel(cache, cfg.Logf); err != nil {
 		return nil, fmt.Errorf("fetch Debian's kernel: %w", err)
 	}
+	// KVM cannot boot Debian's stock kernel on these machines (TESTING.md).
 	h.accel = "tcg"
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		h.accel = "kvm:tcg"
-	}
 	if err := h.build(); err != nil {
 		return nil, err
 	}
@@ -273,7 +275,7 @@ func (h *harness) build() error {
 	for _, b := range []struct{ out, pkg string }{
 		{h.otagw, "./cmd/otagw"}, {filepath.Join(bin, "agent"), "./tests/qemu/torture/agent"}, {filepath.Join(bin, "init"), "./tests/qemu/guestinit"},
 	} {
-		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", b.out, b.pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -343,7 +345,7 @@ rootfs:
   slots:
     - {name: rootfs.0, class: rootfs, device: /dev/vda, bootname: A}
     - {name: rootfs.1, class: rootfs, device: /dev/vdb, bootname: B}
-  checkpoint_bytes: 524288
+  checkpoint_bytes: 1048576
 update:
   keyring: /etc/torture/keys
   compatible: otagw-torture
@@ -379,10 +381,16 @@ type guestModule struct {
 }
 
 func (h *harness) initramfs(files map[string][]byte) error {
-	mods, err := h.kernel.Modules("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")
+	mods, err := h.kernel.Modules("crc32c_generic", "ext4")
 	if err != nil {
 		return err
 	}
+	// The disk drivers load after the snapshot point (the agent loads them).
+	vmods, err := h.kernel.Modules("virtio_pci", "virtio_blk")
+	if err != nil {
+		return err
+	}
+	var vlist []string
 	p := guestPlan{Args: []string{"/torture-agent"}, Env: []string{qemutest.GuestEnv + "=1"}}
 	recs := []cpio.Record{
 		cpio.Directory("dev", 0o755), cpio.CharDev("dev/console", 0o600, 5, 1),
@@ -399,6 +407,16 @@ func (h *harness) initramfs(files map[string][]byte) error {
 		recs = append(recs, cpio.StaticRecord(data, cpio.Info{Name: name, Mode: cpio.S_IFREG | 0o644}))
 		p.Modules = append(p.Modules, guestModule{Name: m.Name, Path: "/" + name})
 	}
+	for i, m := range vmods {
+		data, err := os.ReadFile(m.Path)
+		if err != nil {
+			return err
+		}
+		name := fmt.Sprintf("modules/v%02d-%s.ko", i, m.Name)
+		recs = append(recs, cpio.StaticRecord(data, cpio.Info{Name: name, Mode: cpio.S_IFREG | 0o644}))
+		vlist = append(vlist, "/"+name)
+	}
+	files["etc/torture/modules"] = []byte(strings.Join(vlist, "\n") + "\n")
 	bin := filepath.Join(h.dir, "bin")
 	for src, name := range map[string]string{"init": "init", "agent": "torture-agent", "otagw": "bin/otagw"} {
 		data, err := os.ReadFile(filepath.Join(bin, src))
@@ -477,8 +495,12 @@ type bootResult struct {
 	inFlight []string
 	cut      CutStats
 	exited   bool // the guest powered off by itself (the agent gave up)
-	hung     bool
-	lines    []string // TORTURE- lines
+	// firstLine is how long QEMU took to reach the agent; ran is the
+	// whole power-on.
+	firstLine, ran time.Duration
+	powerOffs      int // clean power-offs before the cut
+	hung           bool
+	lines          []string // TORTURE- lines
 }
 
 func (r *bootResult) summary() string {
@@ -486,13 +508,181 @@ func (r *bootResult) summary() string {
 	if r.exited {
 		s += ", guest stopped by itself"
 	}
+	s += fmt.Sprintf(", %d clean power-offs before", r.powerOffs)
+	s += fmt.Sprintf(" (agent after %v, power on for %v)", r.firstLine.Round(100*time.Millisecond), r.ran.Round(100*time.Millisecond))
 	return s
 }
 
-// boot powers the guest on and cuts it. With final, the cut comes right
-// after the daemon's status (the run's last check).
+// qemuArgs are the machine's arguments: the kernel, the initramfs and the
+// four disks over NBD, a monitor socket for the snapshot.
+func (h *harness) qemuArgs(monitor string) []string {
+	args := []string{
+		"-accel", h.accel, "-machine", "pc", "-m", "384M", "-smp", "1",
+		"-display", "none", "-serial", "stdio", "-monitor", "unix:" + monitor + ",server=on,wait=off",
+		"-no-user-config", "-no-reboot", "-kernel", h.kernel.Vmlinuz, "-initrd", h.initrd,
+		"-append", "console=ttyS0 quiet panic=-1",
+	}
+	for j, s := range h.socks {
+		node := fmt.Sprintf("d%d", j)
+		args = append(args, "-blockdev", fmt.Sprintf("driver=nbd,node-name=%s,server.type=unix,server.path=%s", node, s),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,write-cache=on", node))
+	}
+	return args
+}
+
+// monitor sends one command to QEMU's human monitor and returns its answer.
+func monitor(path, command string) (string, error) {
+	var c net.Conn
+	var err error
+	for i := 0; i < 100; i++ {
+		if c, err = net.Dial("unix", path); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return "", fmt.Errorf("qemu monitor %s: %w", path, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	readPrompt := func() (string, error) {
+		var b []byte
+		buf := make([]byte, 4096)
+		for !bytes.HasSuffix(b, []byte("(qemu) ")) {
+			n, err := c.Read(buf)
+			if err != nil {
+				return string(b), err
+			}
+			b = append(b, buf[:n]...)
+		}
+		return string(b), nil
+	}
+	if _, err := readPrompt(); err != nil {
+		return "", fmt.Errorf("qemu monitor %s: %w", path, err)
+	}
+	if _, err := io.WriteString(c, command+"\n"); err != nil {
+		return "", err
+	}
+	out, err := readPrompt()
+	if err != nil {
+		return out, fmt.Errorf("qemu monitor %q: %w", command, err)
+	}
+	return out, nil
+}
+
+// snapshot boots the machine once up to the agent's snapshot point and
+// saves it (a live migration to a file): every power-on restores it.
+// Nothing of the disks is in it, since no disk driver was loaded yet.
+func (h *harness) snapshot(ctx context.Context) error {
+	h.snap = filepath.Join(h.dir, "booted.snap")
+	mon := filepath.Join(h.dir, "template.mon")
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(qctx, "qemu-system-x86_64", h.qemuArgs(mon)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start qemu-system-x86_64: %w", err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	t0 := time.Now()
+	sc := bufio.NewScanner(out)
+	var console strings.Builder
+	found := false
+	for sc.Scan() {
+		console.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "TORTURE-SNAPSHOT-POINT") {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return fmt.Errorf("the template boot never reached the snapshot point (%s):\n%s", bytes.TrimSpace(stderr.Bytes()), lastLines(console.String(), 30))
+	}
+	go io.Copy(io.Discard, out)
+	if _, err := monitor(mon, fmt.Sprintf("migrate \"exec:cat > %s\"", h.snap)); err != nil {
+		return err
+	}
+	for {
+		st, err := monitor(mon, "info migrate")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(st, "Migration status: completed") {
+			break
+		}
+		if strings.Contains(st, "Migration status: failed") {
+			return fmt.Errorf("qemu: saving the booted machine failed: %s", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.cfg.Logf("torture: booted machine saved in %v (%s)", time.Since(t0).Round(100*time.Millisecond), h.snap)
+	return nil
+}
+
+// powerOn restores the booted machine, tells the agent to go, and feeds
+// the console to onLine until QEMU ends. It returns the console.
+func (h *harness) powerOn(ctx context.Context, n int, started func(*exec.Cmd), onLine func(string)) (string, error) {
+	mon := filepath.Join(h.dir, fmt.Sprintf("power%d.mon", n%2))
+	os.Remove(mon)
+	args := append(h.qemuArgs(mon), "-incoming", "exec:cat "+h.snap)
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return "", err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("start qemu-system-x86_64: %w", err)
+	}
+	started(cmd)
+	go func() {
+		defer in.Close()
+		for i := 0; i < 600; i++ {
+			st, err := monitor(mon, "info status")
+			if err != nil {
+				return
+			}
+			if strings.Contains(st, "VM status: running") {
+				io.WriteString(in, "GO\n")
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var buf strings.Builder
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		buf.WriteString(line)
+		buf.WriteByte('\n')
+		onLine(line)
+	}
+	io.Copy(io.Discard, out)
+	werr := cmd.Wait()
+	if !strings.Contains(buf.String(), "TORTURE-") && ctx.Err() == nil {
+		return buf.String(), fmt.Errorf("qemu-system-x86_64 stopped before the agent ran (%v): %s\n%s", werr, bytes.TrimSpace(stderr.Bytes()), lastLines(buf.String(), 30))
+	}
+	return buf.String(), nil
+}
+
+// boot powers the guest on (again after every clean power-off) until the
+// cut. With final, the cut comes right after the daemon's status (the
+// run's last check).
 func (h *harness) boot(ctx context.Context, rng *rand.Rand, i int, final bool) (*bootResult, error) {
 	res := &bootResult{}
+	t0 := time.Now()
 	mode := h.cfg.Modes[rng.IntN(len(h.cfg.Modes))]
 	delay := time.Duration(rng.Int64N(int64(h.cfg.MaxDelay)))
 	var kth int
@@ -508,35 +698,14 @@ func (h *harness) boot(ctx context.Context, rng *rand.Rand, i int, final bool) (
 	if final {
 		mode = "final"
 	}
-	args := []string{
-		"-accel", strings.Split(h.accel, ":")[0], "-machine", "pc", "-m", "512M", "-smp", "1",
-		"-nographic", "-no-user-config", "-kernel", h.kernel.Vmlinuz, "-initrd", h.initrd,
-		"-append", "console=ttyS0 quiet panic=-1",
-	}
-	if h.accel != "tcg" {
-		// KVM when it works, else TCG: QEMU takes the first that starts.
-		args = append([]string{"-accel", "kvm"}, args...)
-	}
-	for j, s := range h.socks {
-		node := fmt.Sprintf("d%d", j)
-		args = append(args, "-blockdev", fmt.Sprintf("driver=nbd,node-name=%s,server.type=unix,server.path=%s", node, s),
-			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,write-cache=on", node))
-	}
-	qctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	rctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(qctx, "qemu-system-x86_64", args...)
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
 
 	var mu sync.Mutex
-	cutDone := false
-	started := false
+	var cur *exec.Cmd
+	cutDone, started := false, false
 	writes := 0
+	var timer *time.Timer
 	doCut := func(why string) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -548,8 +717,8 @@ func (h *harness) boot(ctx context.Context, rng *rand.Rand, i int, final bool) (
 		for _, d := range h.disks {
 			d.freeze()
 		}
-		if cmd.Process != nil {
-			cmd.Process.Signal(syscall.SIGKILL)
+		if cur != nil && cur.Process != nil {
+			cur.Process.Signal(syscall.SIGKILL)
 		}
 	}
 	for j, d := range h.disks {
@@ -568,66 +737,83 @@ func (h *harness) boot(ctx context.Context, rng *rand.Rand, i int, final bool) (
 			}
 		}
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start qemu-system-x86_64: %w", err)
-	}
-	var timer *time.Timer
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var buf strings.Builder
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		buf.WriteString(line)
-		buf.WriteByte('\n')
-		t, ok := strings.CutPrefix(line, "TORTURE-")
-		if !ok {
-			continue
+	var console strings.Builder
+	for n := 0; ; n++ {
+		poweroff := false
+		out, err := h.powerOn(rctx, n, func(c *exec.Cmd) {
+			mu.Lock()
+			cur = c
+			mu.Unlock()
+		}, func(line string) {
+			t, ok := strings.CutPrefix(line, "TORTURE-")
+			if !ok {
+				return
+			}
+			mu.Lock()
+			if !cutDone {
+				res.lines = append(res.lines, t)
+				if p, ok := strings.CutPrefix(t, "PHASE "); ok {
+					res.phase = p
+				}
+				if t == "POWEROFF" {
+					poweroff = true
+				}
+			}
+			first := !started && t != "SNAPSHOT-POINT"
+			if first {
+				started = true
+				res.firstLine = time.Since(t0)
+			}
+			mu.Unlock()
+			if first && !final {
+				if mode == "time" {
+					timer = time.AfterFunc(delay, func() { doCut(fmt.Sprintf("time %v", delay.Round(time.Millisecond))) })
+				} else {
+					// A write trigger that never fires falls back to time.
+					timer = time.AfterFunc(h.cfg.MaxDelay*3, func() { doCut("time (write trigger did not fire)") })
+				}
+			}
+			if final && strings.HasPrefix(t, "STATUS ") {
+				doCut("final check")
+			}
+		})
+		console.WriteString(out)
+		if err != nil {
+			return nil, err
 		}
 		mu.Lock()
-		if !cutDone {
-			res.lines = append(res.lines, t)
-			if p, ok := strings.CutPrefix(t, "PHASE "); ok {
-				res.phase = p
+		done := cutDone
+		if !done && poweroff {
+			// A clean power-off: the kernel flushed the disks before.
+			res.powerOffs++
+			for _, d := range h.disks {
+				d.powerOff()
 			}
 		}
-		first := !started
-		started = true
 		mu.Unlock()
-		if first && !final {
-			if mode == "time" {
-				timer = time.AfterFunc(delay, func() { doCut(fmt.Sprintf("time %v", delay.Round(time.Millisecond))) })
-			} else {
-				// A write trigger that never fires falls back to time.
-				timer = time.AfterFunc(h.cfg.MaxDelay*3, func() { doCut("time (write trigger did not fire)") })
-			}
-		}
-		if final && strings.HasPrefix(t, "STATUS ") {
-			doCut("final check")
+		if done || !poweroff {
+			break
 		}
 	}
-	io.Copy(io.Discard, out)
-	werr := cmd.Wait()
+	res.ran = time.Since(t0)
 	if timer != nil {
 		timer.Stop()
 	}
 	mu.Lock()
 	if !cutDone {
 		cutDone = true
-		res.exited = qctx.Err() == nil
-		res.hung = qctx.Err() != nil
+		res.exited = rctx.Err() == nil
+		res.hung = rctx.Err() != nil
 		res.trigger = "none"
 		if res.hung {
-			res.trigger = "guest hung (5 min)"
+			res.trigger = "guest hung (8 min)"
 		}
 		for _, d := range h.disks {
 			d.freeze()
 		}
 	}
 	mu.Unlock()
-	res.console = buf.String()
-	if res.exited && !strings.Contains(res.console, "TORTURE-") {
-		return nil, fmt.Errorf("qemu-system-x86_64 stopped before the agent ran (%v): %s\n%s", werr, bytes.TrimSpace(stderr.Bytes()), lastLines(res.console, 30))
-	}
+	res.console = console.String()
 	// The cut: the disks' caches lose what the power took.
 	for j, d := range h.disks {
 		if n, _ := d.Pending(); n > 0 {
@@ -736,7 +922,7 @@ func (h *harness) judge(res *bootResult, led *ledger) []string {
 		}
 	}
 	if res.hung {
-		bad = append(bad, "BRICK the guest hung for 5 minutes")
+		bad = append(bad, "BRICK the guest hung for 8 minutes")
 	}
 	if res.exited && len(bad) == 0 {
 		bad = append(bad, "FAIL the agent stopped by itself:\n"+lastLines(res.console, 20))
@@ -751,7 +937,7 @@ func (h *harness) afterCut(res *bootResult) []string {
 	if err := h.disks[2].SaveFile(h.envImg); err != nil {
 		return []string{"FAIL save env image: " + err.Error()}
 	}
-	fw, ferr := exec.Command("fw_printenv", "-c", h.hostFW, "-l", filepath.Join(h.dir, "fw_env.lock")).Output()
+	fw, ferr := exec.Command("fw_printenv", "-c", h.hostFW).Output()
 	ec, err := ubootenv.LoadConfig(h.hostFW)
 	if err != nil {
 		return []string{"FAIL " + err.Error()}

@@ -76,9 +76,60 @@ type gw struct {
 	ver    string // release in the booted slot
 }
 
+// waitPowerOn blocks at the snapshot point: the host saves the booted
+// machine here once (kernel and init up, no disk driver loaded, so no
+// disk data in any cache) and restores it for every power-on, then
+// writes GO on the console.
+func waitPowerOn() error {
+	say("SNAPSHOT-POINT")
+	tty, err := os.Open("/dev/ttyS0")
+	if err != nil {
+		return err
+	}
+	defer tty.Close()
+	r := bufio.NewReader(tty)
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(l) == "GO" {
+			return nil
+		}
+	}
+}
+
+// loadDiskDrivers loads the virtio modules listed in /etc/torture/modules.
+func loadDiskDrivers() error {
+	b, err := os.ReadFile(etc + "/modules")
+	if err != nil {
+		return err
+	}
+	for _, m := range strings.Fields(string(b)) {
+		f, err := os.Open(m)
+		if err != nil {
+			return err
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && err != unix.EEXIST {
+			return fmt.Errorf("finit_module %s: %w", m, err)
+		}
+	}
+	return nil
+}
+
 func run() int {
+	if err := waitPowerOn(); err != nil {
+		fmt.Printf("agent: console: %v\n", err)
+		return 1
+	}
 	say("PHASE boot")
 	g := &gw{}
+	if err := loadDiskDrivers(); err != nil {
+		say("BRICK disk drivers: %v", err)
+		return 1
+	}
 	os.MkdirAll("/dev/pts", 0o755)
 	if err := unix.Mount("devpts", "/dev/pts", "devpts", 0, "mode=620,ptmxmode=666"); err != nil {
 		say("BRICK devpts: %v", err)
@@ -411,7 +462,8 @@ func (g *gw) daemonLog() {
 	}
 }
 
-// reboot is a clean reboot: stop the daemon, unmount, restart the machine.
+// reboot is a clean reboot: stop the daemon, unmount, power off; the
+// host powers the machine on again (from the snapshot, like every boot).
 func (g *gw) reboot(why string) {
 	say("PHASE reboot")
 	say("DONE reboot-begin %s", why)
@@ -441,8 +493,8 @@ func (g *gw) reboot(why string) {
 		say("FAIL umount /state: %v", err)
 	}
 	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
-	select {}
+	say("POWEROFF")
+	os.Exit(0)
 }
 
 func status() (*api.Status, error) {
