@@ -67,7 +67,10 @@ type Config struct {
 	// StopOnFailure ends the run at the first failed cut; otherwise the
 	// gateway is reset to its factory state and the run goes on.
 	StopOnFailure bool
-	Logf          func(format string, args ...any)
+	// TearAll tears every cached write at a cut (the worst cache); by
+	// default half are kept, 30% dropped and 20% torn.
+	TearAll bool
+	Logf    func(format string, args ...any)
 }
 
 // Stats is what a run saw.
@@ -151,6 +154,9 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 		bad = append(bad, post...)
 		st.Cuts++
 		cfg.Logf("cut %d seed %d/%d: %s", i, cfg.Seed, i, res.summary())
+		if os.Getenv("OTAGW_TORTURE_VERBOSE") != "" {
+			cfg.Logf("agent lines of cut %d:\n  %s", i, strings.Join(res.lines, "\n  "))
+		}
 		if len(bad) > 0 {
 			h.fail(cfg, i, res, bad)
 			if cfg.StopOnFailure {
@@ -691,9 +697,9 @@ func (h *harness) boot(ctx context.Context, rng *rand.Rand, i int, final bool) (
 	case "env":
 		target, kth = 2, 1+rng.IntN(12)
 	case "state":
-		target, kth = 3, 1+rng.IntN(150)
+		target, kth = 3, 1+rng.IntN(40)
 	case "slot":
-		target, kth = 0, 1+rng.IntN(200) // either slot: counted together
+		target, kth = 0, 1+rng.IntN(40) // either slot: counted together
 	}
 	if final {
 		mode = "final"
@@ -823,7 +829,11 @@ func (h *harness) boot(ctx context.Context, rng *rand.Rand, i int, final bool) (
 			}
 			res.inFlight = append(res.inFlight, name)
 		}
-		c := d.Cut(rng, 0.5, 0.3)
+		keep, drop := 0.5, 0.3
+		if h.cfg.TearAll {
+			keep, drop = 0, 0
+		}
+		c := d.Cut(rng, keep, drop)
 		res.cut.Kept += c.Kept
 		res.cut.Dropped += c.Dropped
 		res.cut.Torn += c.Torn
