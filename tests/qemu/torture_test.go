@@ -11,13 +11,14 @@ import (
 )
 
 // TestTorturePowerCuts cuts the power of the QEMU gateway a few times
-// (OTAGW_TORTURE_CUTS, default 4; `make torture N=...` runs many) and
+// (OTAGW_TORTURE_CUTS, default 3; `make torture N=...` runs many, and
+// OTAGW_TORTURE_UNTIL ends a long run early at a given time) and
 // fails on any brick or broken promise; see package torture.
 func TestTorturePowerCuts(t *testing.T) {
 	if testing.Short() && os.Getenv("CI") == "" {
 		t.Skip("the torture boots QEMU once per cut; skipped with -short outside CI")
 	}
-	cuts, seed := 4, uint64(time.Now().UnixNano()%1_000_000)
+	cuts, seed := 3, uint64(time.Now().UnixNano()%1_000_000)
 	if s := os.Getenv("OTAGW_TORTURE_CUTS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -32,7 +33,15 @@ func TestTorturePowerCuts(t *testing.T) {
 		}
 		seed = n
 	}
-	st, err := torture.Run(context.Background(), torture.Config{Cuts: cuts, Seed: seed, Dir: t.TempDir(), Logf: t.Logf})
+	cfg := torture.Config{Cuts: cuts, Seed: seed, Dir: t.TempDir(), Logf: t.Logf}
+	if s := os.Getenv("OTAGW_TORTURE_UNTIL"); s != "" {
+		u, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatalf("OTAGW_TORTURE_UNTIL=%q: want an RFC 3339 time: %v", s, err)
+		}
+		cfg.Until = u
+	}
+	st, err := torture.Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,9 @@ type Config struct {
 	// StopOnFailure ends the run at the first failed cut; otherwise the
 	// gateway is reset to its factory state and the run goes on.
 	StopOnFailure bool
+	// Until, when set, ends the run after the cut in progress at that
+	// time (the report gives the real number of cuts).
+	Until time.Time
 	// TearAll tears every cached write at a cut (the worst cache); by
 	// default half are kept, 30% dropped and 20% torn.
 	TearAll bool
@@ -143,6 +146,10 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 	for i := 0; i < cfg.Cuts; i++ {
 		if err := ctx.Err(); err != nil {
 			return st, err
+		}
+		if !cfg.Until.IsZero() && time.Now().After(cfg.Until) {
+			cfg.Logf("torture: stopping after %d of %d cuts: the time given (%s) is up", i, cfg.Cuts, cfg.Until.Format(time.RFC3339))
+			break
 		}
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
 		res, err := h.boot(ctx, rng, i, false)
