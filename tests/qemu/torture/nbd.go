@@ -67,6 +67,10 @@ type write struct {
 type Disk struct {
 	Name       string
 	CacheBytes int // 0 means 4 MiB
+	// TearUnit is what a torn write keeps or loses as a whole; 0 means
+	// SectorSize (a disk that writes sectors atomically). Raw flash may
+	// leave part of a page programmed: a smaller unit models it.
+	TearUnit int
 
 	mu       sync.Mutex
 	durable  []byte
@@ -138,8 +142,8 @@ type CutStats struct {
 }
 
 // Cut is the power going: the server stops answering, and each cached
-// write is kept (probability keep), dropped, or torn (the rest), chosen
-// with rng. Writes with FUA were durable already and stay.
+// write is kept (probability keep), dropped, or torn (the rest: each
+// TearUnit of it kept or not), chosen with rng. Writes with FUA were durable already and stay.
 func (d *Disk) Cut(rng *rand.Rand, keep, drop float64) CutStats {
 	d.mu.Lock()
 	d.dead = true
@@ -161,9 +165,13 @@ func (d *Disk) Cut(rng *rand.Rand, keep, drop float64) CutStats {
 			st.Dropped++
 		default:
 			st.Torn++
-			for s := 0; s < len(w.data); s += SectorSize {
+			unit := d.TearUnit
+			if unit <= 0 {
+				unit = SectorSize
+			}
+			for s := 0; s < len(w.data); s += unit {
 				if rng.IntN(2) == 0 {
-					e := min(s+SectorSize, len(w.data))
+					e := min(s+unit, len(w.data))
 					copy(d.durable[w.off+int64(s):], w.data[s:e])
 				}
 			}

@@ -73,6 +73,9 @@ type Config struct {
 	// TearAll tears every cached write at a cut (the worst cache); by
 	// default half are kept, 30% dropped and 20% torn.
 	TearAll bool
+	// EnvTearUnit is the environment disk's TearUnit (default: 512-byte
+	// sectors); 16 models an env on raw flash left partly programmed.
+	EnvTearUnit int
 	Logf    func(format string, args ...any)
 }
 
@@ -260,6 +263,9 @@ func newHarness(cfg Config) (*harness, error) {
 	for i, n := range names {
 		d := NewDisk(n, sizes[i])
 		d.CacheBytes = 2 << 20
+		if n == "env" {
+			d.TearUnit = cfg.EnvTearUnit
+		}
 		sock := filepath.Join(h.dir, n+".sock")
 		if err := d.Serve(sock); err != nil {
 			return nil, err
