@@ -76,7 +76,7 @@ type Config struct {
 	// EnvTearUnit is the environment disk's TearUnit (default: 512-byte
 	// sectors); 16 models an env on raw flash left partly programmed.
 	EnvTearUnit int
-	Logf    func(format string, args ...any)
+	Logf        func(format string, args ...any)
 }
 
 // Stats is what a run saw.
