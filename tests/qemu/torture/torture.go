@@ -708,7 +708,7 @@ func (h *harness) boot(ctx context.Context, rng *rand.Rand, i int, final bool) (
 	target := -1
 	switch mode {
 	case "env":
-		target, kth = 2, 1+rng.IntN(12)
+		target, kth = 2, 1+rng.IntN(6)
 	case "state":
 		target, kth = 3, 1+rng.IntN(40)
 	case "slot":
