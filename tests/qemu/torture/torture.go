@@ -645,7 +645,10 @@ func (h *harness) snapshot(ctx context.Context) error {
 
 // powerOn restores the booted machine, tells the agent to go, and feeds
 // the console to onLine until QEMU ends. It returns the console.
-func (h *harness) powerOn(ctx context.Context, n int, started func(*exec.Cmd), onLine func(string)) (string, error) {
+// cut says whether the power was cut meanwhile: a cut while the machine
+// is being restored, before the agent printed anything, is a cut like any
+// other and not an error.
+func (h *harness) powerOn(ctx context.Context, n int, started func(*exec.Cmd), onLine func(string), cut func() bool) (string, error) {
 	mon := filepath.Join(h.dir, fmt.Sprintf("power%d.mon", n%2))
 	os.Remove(mon)
 	args := append(h.qemuArgs(mon), "-incoming", "exec:cat "+h.snap)
@@ -690,7 +693,7 @@ func (h *harness) powerOn(ctx context.Context, n int, started func(*exec.Cmd), o
 	}
 	io.Copy(io.Discard, out)
 	werr := cmd.Wait()
-	if !strings.Contains(buf.String(), "TORTURE-") && ctx.Err() == nil {
+	if !strings.Contains(buf.String(), "TORTURE-") && ctx.Err() == nil && !cut() {
 		return buf.String(), fmt.Errorf("qemu-system-x86_64 stopped before the agent ran (%v): %s\n%s", werr, bytes.TrimSpace(stderr.Bytes()), lastLines(buf.String(), 30))
 	}
 	return buf.String(), nil
@@ -795,6 +798,10 @@ func (h *harness) boot(ctx context.Context, rng *rand.Rand, i int, final bool) (
 			if final && strings.HasPrefix(t, "STATUS ") {
 				doCut("final check")
 			}
+		}, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return cutDone
 		})
 		console.WriteString(out)
 		if err != nil {
