@@ -17,7 +17,7 @@ echo "command: ${UNTIL:+UNTIL=$UNTIL }make torture N=$N SEED=$SEED" >&2
 rc=0
 OTAGW_TORTURE_CUTS="$N" OTAGW_TORTURE_SEED="$SEED" OTAGW_TORTURE_UNTIL="${UNTIL:-}" \
 	go test -count=1 -v -timeout 0 -run '^TestTorturePowerCuts$' ./tests/qemu/ >"$LOG" 2>&1 || rc=$?
-grep -a -e 'torture: ' -e ': cut [0-9]* seed ' -e 'FAILURE' -e 'TORTURE-REPORT' "$LOG" | sed 's/^ *[a-z_]*\.go:[0-9]*: //' || true
+grep -a -e 'torture: ' -e ': cut [0-9]* seed ' -e 'FAILURE' -e 'TORTURE-REPORT' -e 'torture_test.go' -e '^--- FAIL' "$LOG" | sed 's/^ *[a-z_]*\.go:[0-9]*: //' || true
 if [ "$rc" -ne 0 ]; then
 	echo "torture: FAILED (exit $rc), see $LOG" >&2
 	exit "$rc"
