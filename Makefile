@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/otagw/otagw/internal/buildinfo.Version=$(VERSION)
 BIN := bin
 
-.PHONY: help build cross deb test yocto-check bench fuzz lint demo deps clean
+.PHONY: help build cross deb test yocto-check bench fuzz lint demo deps clean torture
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test: ## the whole suite: deps, lint, go test ./..., a short fuzz pass of every 
 
 yocto-check: ## yocto-check-layer on yocto/meta-otagw with real bitbake, offline (about 25 minutes on 2 cores)
 	sh scripts/yocto-check.sh
+
+torture: ## N real power cuts of the QEMU gateway (N=100 by default; SEED=... replays), see docs/reliability.md
+	sh scripts/torture.sh $(N)
 
 bench: ## benchmarks, each against the physical limit measured in the same run
 	sh scripts/bench.sh

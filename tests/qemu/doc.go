@@ -11,4 +11,11 @@
 //
 //	go test -v -run TestWatchdogInGuest ./tests/qemu/
 //	go test -v -run TestWatchdogDaemonInGuest ./tests/qemu/
+//
+// TestTorturePowerCuts cuts the power of a QEMU gateway (slots, redundant
+// U-Boot env and ext4 state on NBD disks with a volatile write cache; the
+// boot chain and the daemon on the uboot backend) and checks every
+// recovery; TestTortureCatchesSingleCopyEnv shows it catches a gateway
+// whose env has no redundant copy. The harness is tests/qemu/torture;
+// `make torture N=...` runs a long series (docs/reliability.md).
 package qemu
