@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -25,18 +26,37 @@ import (
 // A size mismatch wraps ErrTruncated (Kind "source-truncated") or
 // ErrTrailingData ("trailing-data"); the other failures are those of
 // Install's head (signature, policy, format, source errors).
+//
+// The head it returns keeps the manifest's bytes (Head.Raw); CheckHeadStream
+// does not.
 func CheckHead(ctx context.Context, src source.Source, kr *sign.Keyring, pol Policy, now time.Time) (*bundle.Head, error) {
+	var raw bytes.Buffer
+	h, err := CheckHeadStream(ctx, src, kr, pol, now, &raw)
+	if err != nil {
+		return nil, err
+	}
+	h.Raw = raw.Bytes()
+	return h, nil
+}
+
+// CheckHeadStream is CheckHead in memory bounded by the decoded manifest,
+// not its text (bundle.ReadHeadStream): the manifest's bytes go to raw as
+// they stream by, when raw is not nil (a caller that keeps the signed
+// manifest writes it to a file), and Head.Raw is nil. What raw received
+// is only the signed manifest if CheckHeadStream returns no error.
+func CheckHeadStream(ctx context.Context, src source.Source, kr *sign.Keyring, pol Policy, now time.Time, raw io.Writer) (*bundle.Head, error) {
 	if kr == nil {
 		return nil, errors.New("bundle head: no keyring")
 	}
 	st := &stream{ctx: ctx, src: src}
 	defer st.close()
-	return checkHead(st, src, kr, pol, now)
+	return checkHead(st, src, kr, pol, now, raw)
 }
 
-// checkHead reads the head from r, at the start of src, and checks it.
-func checkHead(r io.Reader, src source.Source, kr *sign.Keyring, pol Policy, now time.Time) (*bundle.Head, error) {
-	h, err := bundle.ReadHead(r, kr, pol.Threshold)
+// checkHead reads the head from r, at the start of src, and checks it;
+// the manifest's bytes go to raw when it is not nil.
+func checkHead(r io.Reader, src source.Source, kr *sign.Keyring, pol Policy, now time.Time, raw io.Writer) (*bundle.Head, error) {
+	h, err := bundle.ReadHeadStream(r, kr, pol.Threshold, raw)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", src, err)
 	}

@@ -235,7 +235,7 @@ func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) 
 	if req.Head != nil {
 		h, err = recheckHead(st, src, req.Head, req.Policy, in.now())
 	} else {
-		h, err = checkHead(st, src, req.Keyring, req.Policy, in.now())
+		h, err = checkHead(st, src, req.Keyring, req.Policy, in.now(), nil)
 	}
 	if err != nil {
 		return nil, err
@@ -300,13 +300,8 @@ func (in *Installer) Install(ctx context.Context, req Request) (*Result, error) 
 		files[t.slot.Name] = f
 	}
 
-	// The manifest's JSON decoding left garbage in proportion to the image
-	// size, and its raw bytes are not needed any more (a caller that keeps
-	// them, to store the signed manifest, has its own from CheckHead);
-	// collect them now so the pipeline's buffers reuse that memory.
-	if req.Head == nil {
-		h.Raw = nil
-	}
+	// The head's decoding left garbage (small, but in proportion to the
+	// chunk count): collect it now so the pipeline's buffers reuse that memory.
 	runtime.GC()
 	pr := &progress{req: &req, total: total, start: in.now(), now: in.now}
 	for i := range m.Payloads {

@@ -234,7 +234,14 @@ func (in *Installer) writeSlot(ctx context.Context, st *stream, h *bundle.Head, 
 
 	// Read-back: follows the synced watermark from byte 0.
 	crcs := make([]uint32, n) // 4 bytes per chunk: 16 KiB per GiB at 256 KiB chunks
-	synced := make(chan int64, n+2)
+	// One watermark per sync: the first, one per CheckpointBytes written
+	// (a chunk may overshoot it), the last. Enough that the writer never
+	// blocks, and no more (not one per chunk).
+	syncs := int64(n-t.start) + 2
+	if cp := in.opts.CheckpointBytes; cp > 0 {
+		syncs = min(syncs, (p.Size-p.PlainOffset(t.start))/cp+3)
+	}
+	synced := make(chan int64, syncs)
 	rbDone := make(chan error, 1)
 	var directRead *os.File // the read-back bypasses the cache too, where it can
 	if d, err := os.OpenFile(s.Path, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
@@ -427,6 +434,10 @@ func (in *Installer) scanActive(ctx context.Context, active *os.File, t *target,
 	return reuse, from, true
 }
 
+// readBackBuf is the read-back's read size: large enough that reads cost
+// little per byte, small beside the pipeline's chunk buffers.
+const readBackBuf = 64 << 10
+
 // readBack reads the slot from byte 0 up to each synced watermark (always
 // a chunk end), with O_DIRECT reads where it can and after dropping those
 // pages from the cache otherwise, so the bytes come from the device. Each
@@ -434,7 +445,7 @@ func (in *Installer) scanActive(ctx context.Context, active *os.File, t *target,
 // their way in (crcs); each chunk before start, written by an earlier run,
 // its signed sha256.
 func (in *Installer) readBack(ctx context.Context, f, direct *os.File, s *Slot, p *bundle.Payload, synced <-chan int64, crcs []uint32, start int) error {
-	buf := alignedBuf(min(p.ChunkSize, 256<<10))
+	buf := alignedBuf(min(p.ChunkSize, readBackBuf))
 	hsh := sha256.New()
 	var sum [sha256.Size]byte
 	var done int64

@@ -13,7 +13,8 @@
 #     read back): wall and CPU time, each as a ratio to the limit
 #     (goals: 1.3x uncompressed, 1.5x zstd);
 # for every size (default 1 GiB and 4 GiB): `otagw install` through the
-# daemon, and the daemon's peak RSS (VmHWM; goal 14 MiB, flat in size).
+# daemon, and the daemon's peak RSS (VmHWM; goal 14 MiB, flat in size),
+# with its largest anonymous RSS (sampled) and its file-backed pages.
 # "above" marks a figure above its goal.
 # Needs root (losetup). Usage: scripts/bench-rootfs.sh [SIZE_MIB ...]
 #   BENCH_DIR picks the disk (default /var/tmp); OTAGW uses a prebuilt binary.
@@ -53,6 +54,18 @@ warm() { cat "$@" >/dev/null; }
 # /usr/bin/time -f "%e %U %S %M": wall, user, sys, max RSS KiB
 tfield() { awk -v f="$2" 'END { print $f }' "$1"; }
 cpu() { awk '{ printf "%.2f", $2 + $3 }' "$1"; }
+mib1() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# sample_anon PID FILE: the largest RssAnon (KiB) of PID, every 0.1 s, into
+# FILE until FILE.stop exists or PID ends.
+sample_anon() {
+	max=0
+	while [ ! -e "$2.stop" ] && kill -0 "$1" 2>/dev/null; do
+		a=$(awk '/^RssAnon/ { print $2 }' "/proc/$1/status" 2>/dev/null || true)
+		[ "${a:-0}" -le "$max" ] || max=$a
+		echo "$max" >"$2"
+		sleep 0.1
+	done
+}
 
 echo "rootfs install benchmark: $(nproc) CPUs, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'), slot: loop device on $(df -P "$DIR" | awk 'NR==2 { print $1 }')"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -137,12 +150,23 @@ YAML
 		sleep 0.05
 	done
 	idle_kib=$(awk '/^VmHWM/ { print $2 }' /proc/$DPID/status)
+	idle_file=$(awk '/^RssFile/ { print $2 }' /proc/$DPID/status)
 	warm "$DIR/b.otab"
+	# VmHWM has no split; a sampler keeps the largest anonymous RSS (heap,
+	# stacks, runtime) seen every 0.1 s, beside the file-backed pages (the
+	# binary's code and read-only data) at the end.
+	rm -f "$DIR/anon.max.stop"
+	sample_anon "$DPID" "$DIR/anon.max" &
+	SPID=$!
 	t0=$(now)
 	"$DIR/otagw" install --socket "$DIR/otagw.sock" "$DIR/b.otab" >/dev/null 2>"$DIR/install.err" || { cat "$DIR/install.err" "$DIR/daemon.log" >&2; exit 1; }
 	t1=$(now)
 	dinst_s=$(diff_s "$t0" "$t1")
 	daemon_kib=$(awk '/^VmHWM/ { print $2 }' /proc/$DPID/status)
+	file_kib=$(awk '/^RssFile/ { print $2 }' /proc/$DPID/status)
+	touch "$DIR/anon.max.stop"
+	wait $SPID
+	anon_kib=$(cat "$DIR/anon.max")
 	dcpu=$(awk '{ printf "%.2f", ($14 + $15) / 100 }' /proc/$DPID/stat)
 	kill -TERM $DPID
 	wait $DPID || true
@@ -153,7 +177,10 @@ YAML
 	rm -f "$DIR/slot.$mib"
 	printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "otagw install via the daemon" "$dinst_s" "$dcpu" \
 		"$(ratio "$dinst_s" "$limit")" "$(ratio "$dcpu" "$limit")" "$((daemon_kib / 1024)) MiB$(above "$daemon_kib" 14336)"
+	printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "  of which anonymous (peak, sampled)" "" "" "" "" "$(mib1 "$anon_kib") MiB"
+	printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "  of which the binary's pages (at end)" "" "" "" "" "$(mib1 "$file_kib") MiB"
 	printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "  (the daemon idle, before the install)" "" "" "" "" "$((idle_kib / 1024)) MiB"
+	printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "  of which the binary's pages (idle)" "" "" "" "" "$(mib1 "$idle_file") MiB"
 	if [ $first = 1 ]; then
 		printf '%-6s %-40s %8s %8s %9s %9s %9s\n' "${mib}M" "otagw bundle create (zstd, signed)" "$(tfield "$DIR/create.time" 1)" \
 			"$(cpu "$DIR/create.time")" - - "$(($(tfield "$DIR/create.time" 4) / 1024)) MiB"

@@ -576,6 +576,7 @@ type installPlan struct {
 	chooser   bootSelection
 	installer *rootfs.Installer
 	head      *bundle.Head
+	proof     string // the pending proof file (startProof)
 	request   rootfs.Request
 }
 
@@ -629,11 +630,21 @@ func (p *installPart) prepare(ctx context.Context, src source.Source, target str
 		MinVersion: minV, MinSecurityCounter: minSC, AllowDowngrade: cfg.Update.AllowDowngrade}
 	// Signatures, compatible, version policy and size first: a bundle
 	// that is refused must not change the boot environment at all.
-	h, err := rootfs.CheckHead(ctx, src, kr, policy, p.now())
+	// The signed manifest streams into the slot's proof file on the way.
+	pp, err := startProof(cfg.Daemon.StateDir)
 	if err != nil {
+		return nil, fmt.Errorf("daemon.state_dir: %w", err)
+	}
+	h, err := rootfs.CheckHeadStream(ctx, src, kr, policy, p.now(), pp)
+	if err != nil {
+		pp.discard()
 		return nil, err
 	}
-	return &installPlan{target: target, chooser: c, installer: inst, head: h,
+	proof, err := pp.finish(h.Signatures)
+	if err != nil {
+		return nil, fmt.Errorf("keeping the signed manifest: %w", err)
+	}
+	return &installPlan{target: target, chooser: c, installer: inst, head: h, proof: proof,
 		request: rootfs.Request{Keyring: kr, Policy: policy, Booted: booted, Target: slotName, Head: h}}, nil
 }
 
@@ -754,7 +765,7 @@ func (p *installPart) finish(job *installJob, rec *installRecord, plan *installP
 // and 4 it finds the trial in the environment.
 func (p *installPart) switchTo(rec *installRecord, plan *installPlan, res *rootfs.Result) error {
 	cfg := p.cfg()
-	if err := saveProof(cfg.Daemon.StateDir, rec.Bootname, plan.head); err != nil {
+	if err := saveProof(cfg.Daemon.StateDir, rec.Bootname, plan.proof); err != nil {
 		return fmt.Errorf("keeping the signed manifest of slot %s: %w", rec.Bootname, err)
 	}
 	m := res.Manifest

@@ -246,6 +246,9 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return syncDir(dir)
 }
 
+// SyncDir fsyncs a directory, so that a rename or a new file in it lasts.
+func SyncDir(dir string) error { return syncDir(dir) }
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

@@ -150,26 +150,35 @@ func TestParseManifestRejects(t *testing.T) {
 	pl := func(m map[string]any) map[string]any { return m["payloads"].([]any)[0].(map[string]any) }
 	ch := func(m map[string]any, i int) map[string]any { return pl(m)["chunks"].([]any)[i].(map[string]any) }
 	cases := map[string][]byte{
-		"unknown field":     edit(func(m map[string]any) { m["x"] = 1 }),
-		"trailing json":     append(bytes.Clone(h.Raw), []byte(` {}`)...),
-		"format":            edit(func(m map[string]any) { m["format"] = 2 }),
-		"version":           edit(func(m map[string]any) { m["version"] = "1.2" }),
-		"no compatible":     edit(func(m map[string]any) { m["compatible"] = "" }),
-		"no payloads":       edit(func(m map[string]any) { m["payloads"] = []any{} }),
-		"chunk gap":         edit(func(m map[string]any) { ch(m, 1)["offset"] = 4097.0 }),
-		"chunk count":       edit(func(m map[string]any) { pl(m)["size"] = 5 * 4096.0 }),
-		"raw size":          edit(func(m map[string]any) { ch(m, 0)["size"] = 4000.0 }),
-		"stored size":       edit(func(m map[string]any) { pl(m)["stored_size"] = 1.0 }),
-		"chunk size":        edit(func(m map[string]any) { pl(m)["chunk_size"] = 1000.0 }),
-		"bad name":          edit(func(m map[string]any) { pl(m)["name"] = "../etc" }),
-		"bad hash":          edit(func(m map[string]any) { ch(m, 0)["sha256"] = "ABCD" }),
-		"payload offset":    edit(func(m map[string]any) { pl(m)["offset"] = 8.0 }),
-		"huge zstd frame":   edit(func(m map[string]any) { ch(m, 0)["zstd"] = true; ch(m, 0)["size"] = 1e9 }),
-		"negative size":     edit(func(m map[string]any) { pl(m)["size"] = -1.0 }),
-		"bad min_version":   edit(func(m map[string]any) { m["min_version"] = "x" }),
-		"not json":          []byte("hello"),
-		"created missing":   edit(func(m map[string]any) { delete(m, "created") }),
-		"duplicate payload": edit(func(m map[string]any) { m["payloads"] = append(m["payloads"].([]any), pl(m)) }),
+		"unknown field":      edit(func(m map[string]any) { m["x"] = 1 }),
+		"trailing json":      append(bytes.Clone(h.Raw), []byte(` {}`)...),
+		"format":             edit(func(m map[string]any) { m["format"] = 2 }),
+		"version":            edit(func(m map[string]any) { m["version"] = "1.2" }),
+		"no compatible":      edit(func(m map[string]any) { m["compatible"] = "" }),
+		"no payloads":        edit(func(m map[string]any) { m["payloads"] = []any{} }),
+		"chunk gap":          edit(func(m map[string]any) { ch(m, 1)["offset"] = 4097.0 }),
+		"chunk count":        edit(func(m map[string]any) { pl(m)["size"] = 5 * 4096.0 }),
+		"raw size":           edit(func(m map[string]any) { ch(m, 0)["size"] = 4000.0 }),
+		"stored size":        edit(func(m map[string]any) { pl(m)["stored_size"] = 1.0 }),
+		"chunk size":         edit(func(m map[string]any) { pl(m)["chunk_size"] = 1000.0 }),
+		"bad name":           edit(func(m map[string]any) { pl(m)["name"] = "../etc" }),
+		"bad hash":           edit(func(m map[string]any) { ch(m, 0)["sha256"] = "ABCD" }),
+		"payload offset":     edit(func(m map[string]any) { pl(m)["offset"] = 8.0 }),
+		"huge zstd frame":    edit(func(m map[string]any) { ch(m, 0)["zstd"] = true; ch(m, 0)["size"] = 1e9 }),
+		"negative size":      edit(func(m map[string]any) { pl(m)["size"] = -1.0 }),
+		"bad min_version":    edit(func(m map[string]any) { m["min_version"] = "x" }),
+		"not json":           []byte("hello"),
+		"created missing":    edit(func(m map[string]any) { delete(m, "created") }),
+		"duplicate payload":  edit(func(m map[string]any) { m["payloads"] = append(m["payloads"].([]any), pl(m)) }),
+		"chunk sha256 gone":  edit(func(m map[string]any) { delete(ch(m, 1), "sha256") }),
+		"chunk offset gone":  edit(func(m map[string]any) { delete(ch(m, 0), "offset") }),
+		"chunk size gone":    edit(func(m map[string]any) { delete(ch(m, 2), "size") }),
+		"chunk size null":    edit(func(m map[string]any) { ch(m, 2)["size"] = nil }),
+		"unknown in chunk":   edit(func(m map[string]any) { ch(m, 0)["x"] = 1 }),
+		"unknown in payload": edit(func(m map[string]any) { pl(m)["x"] = 1 }),
+		"key in other case":  edit(func(m map[string]any) { m["Format"] = m["format"]; delete(m, "format") }),
+		"chunks not a list":  edit(func(m map[string]any) { pl(m)["chunks"] = map[string]any{} }),
+		"truncated":          h.Raw[:len(h.Raw)-2],
 	}
 	for name, b := range cases {
 		if _, err := ParseManifest(b); !errors.Is(err, ErrFormat) {
@@ -277,5 +286,46 @@ func TestCDC(t *testing.T) {
 	m.Payloads[0].Chunking = ""
 	if err := m.Validate(); !errors.Is(err, ErrFormat) {
 		t.Fatalf("plain sizes in a fixed-chunk table: %v", err)
+	}
+}
+
+// ReadHeadStream hands the manifest's exact bytes to its writer and keeps
+// no copy; ReadHead keeps them. A manifest altered into bad JSON is a
+// signature failure first (the signatures, after the manifest, are checked
+// before its format is reported), a format failure without a keyring.
+func TestReadHeadStream(t *testing.T) {
+	path, h, pub := testBundle(t, testImage(9*4096+7), nil)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr := sign.NewKeyring(pub)
+	var raw bytes.Buffer
+	hs, err := ReadHeadStream(bytes.NewReader(b), kr, 1, &raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs.Raw != nil || !bytes.Equal(raw.Bytes(), h.Raw) || hs.Digest != h.Digest {
+		t.Fatalf("streamed head: Raw kept %v, raw bytes equal %v, digest equal %v", hs.Raw != nil, bytes.Equal(raw.Bytes(), h.Raw), hs.Digest == h.Digest)
+	}
+	if len(hs.Manifest.Payloads[0].Chunks) != 10 || hs.Manifest.Payloads[0].Chunks[9] != h.Manifest.Payloads[0].Chunks[9] {
+		t.Fatalf("chunk table differs from ReadHead's")
+	}
+	hr, err := ReadHead(bytes.NewReader(b), kr, 1)
+	if err != nil || !bytes.Equal(hr.Raw, h.Raw) {
+		t.Fatalf("ReadHead: %v, Raw kept: %v", err, err == nil && bytes.Equal(hr.Raw, h.Raw))
+	}
+
+	bad := bytes.Clone(b)
+	bad[HeaderSize] = '[' // the manifest's opening brace
+	if _, err := ReadHeadStream(bytes.NewReader(bad), kr, 1, nil); !errors.Is(err, ErrSignature) {
+		t.Errorf("bad JSON, keyring: %v, want ErrSignature", err)
+	}
+	if _, err := ReadHeadStream(bytes.NewReader(bad), nil, 1, nil); !errors.Is(err, ErrFormat) {
+		t.Errorf("bad JSON, no keyring: %v, want ErrFormat", err)
+	}
+	short := b[:HeaderSize+len(h.Raw)/2]
+	if _, err := ReadHeadStream(bytes.NewReader(short), kr, 1, nil); !errors.Is(err, ErrTruncated) {
+		t.Errorf("manifest cut in half: %v, want ErrTruncated", err)
 	}
 }

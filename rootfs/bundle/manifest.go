@@ -1,11 +1,9 @@
 package bundle
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"time"
 )
 
@@ -148,24 +146,6 @@ func MarshalManifest(m *Manifest) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(m)
-}
-
-// ParseManifest decodes and validates manifest bytes. Unknown fields and
-// anything after the JSON object are errors.
-func ParseManifest(b []byte) (*Manifest, error) {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	var m Manifest
-	if err := d.Decode(&m); err != nil {
-		return nil, fmt.Errorf("manifest: %v: %w", err, ErrFormat)
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return nil, fmt.Errorf("manifest: data after the JSON object: %w", ErrFormat)
-	}
-	if err := m.Validate(); err != nil {
-		return nil, err
-	}
-	return &m, nil
 }
 
 func nameOK(s string) bool {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 
 	"github.com/klauspost/compress/zstd"
@@ -49,8 +50,26 @@ func readFull(r io.Reader, b []byte, what string) error {
 // ReadHead reads the header, manifest and signature block from r and leaves
 // r at the start of the payload data. With a keyring it verifies the
 // signatures (at least threshold distinct trusted keys) over the raw manifest
-// bytes before parsing them; with a nil keyring nothing is verified.
+// bytes; with a nil keyring nothing is verified. It keeps the manifest's
+// bytes in Head.Raw; ReadHeadStream does not.
 func ReadHead(r io.Reader, kr *sign.Keyring, threshold int) (*Head, error) {
+	var raw bytes.Buffer
+	h, err := ReadHeadStream(r, kr, threshold, &raw)
+	if err != nil {
+		return nil, err
+	}
+	h.Raw = raw.Bytes()
+	return h, nil
+}
+
+// ReadHeadStream is ReadHead in memory bounded by the manifest's decoded
+// size, not its text: the manifest is hashed and decoded as it streams
+// by (see decodeManifest) and its bytes are copied to raw when raw is not
+// nil (a caller that keeps the signed manifest, on disk for instance);
+// Head.Raw stays nil. A manifest is decoded before its signatures, which
+// follow it, are checked, but nothing decoded is returned unless they
+// verify, and a signature failure is reported before a format failure.
+func ReadHeadStream(r io.Reader, kr *sign.Keyring, threshold int, raw io.Writer) (*Head, error) {
 	hb := make([]byte, HeaderSize)
 	if err := readFull(r, hb, "header"); err != nil {
 		return nil, err
@@ -59,15 +78,24 @@ func ReadHead(r io.Reader, kr *sign.Keyring, threshold int) (*Head, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Head{Header: hdr, Raw: make([]byte, hdr.ManifestLen)}
-	if err := readFull(r, h.Raw, "manifest"); err != nil {
-		return nil, err
+	h := &Head{Header: hdr}
+	mr := &manifestReader{r: r, left: int64(hdr.ManifestLen), sum: sha256.New(), raw: raw}
+	m, perr := decodeManifest(mr, int(hdr.ManifestLen))
+	io.Copy(io.Discard, mr) // the rest, hashed (after a format error, or white space)
+	switch {
+	case mr.err != nil:
+		if errors.Is(mr.err, io.EOF) || errors.Is(mr.err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("manifest: %w", ErrTruncated)
+		}
+		return nil, fmt.Errorf("manifest: %w", mr.err)
+	case mr.rawErr != nil:
+		return nil, fmt.Errorf("manifest: keeping its bytes: %w", mr.rawErr)
 	}
+	mr.sum.Sum(h.Digest[:0])
 	sb := make([]byte, hdr.SigLen)
 	if err := readFull(r, sb, "signature block"); err != nil {
 		return nil, err
 	}
-	h.Digest = sha256.Sum256(h.Raw)
 	h.Signatures, err = ParseSigBlock(sb)
 	if err != nil {
 		return nil, err
@@ -77,11 +105,51 @@ func ReadHead(r io.Reader, kr *sign.Keyring, threshold int) (*Head, error) {
 			return nil, fmt.Errorf("manifest signatures: %w", err)
 		}
 	}
-	h.Manifest, err = ParseManifest(h.Raw)
-	if err != nil {
+	if perr != nil {
+		return nil, fmt.Errorf("manifest: %v: %w", perr, ErrFormat)
+	}
+	if err := m.Validate(); err != nil {
 		return nil, err
 	}
+	h.Manifest = m
 	return h, nil
+}
+
+// manifestReader reads the manifest's left bytes from r, hashing them and
+// copying them to raw (when not nil) on the way. err is the first read
+// error (io.ErrUnexpectedEOF when r ends early), rawErr raw's.
+type manifestReader struct {
+	r      io.Reader
+	left   int64
+	sum    hash.Hash
+	raw    io.Writer
+	err    error
+	rawErr error
+}
+
+func (mr *manifestReader) Read(p []byte) (int, error) {
+	if mr.err != nil {
+		return 0, mr.err
+	}
+	if mr.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > mr.left {
+		p = p[:mr.left]
+	}
+	n, err := mr.r.Read(p)
+	mr.left -= int64(n)
+	mr.sum.Write(p[:n])
+	if mr.raw != nil && mr.rawErr == nil {
+		_, mr.rawErr = mr.raw.Write(p[:n])
+	}
+	if err == io.EOF && mr.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		mr.err = err
+	}
+	return n, err
 }
 
 // ParseSigBlock decodes a signature block.
