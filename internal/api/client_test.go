@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 )
@@ -34,7 +35,11 @@ func serveAPI(t *testing.T, routes map[string]http.HandlerFunc) *Client {
 }
 
 func TestClientInstallStream(t *testing.T) {
+	// The race detector does not see the socket between the test and the
+	// handler as an ordering, so the handler's lines are behind a mutex.
+	var mu sync.Mutex
 	var lines []Event
+	setLines := func(l []Event) { mu.Lock(); lines = l; mu.Unlock() }
 	c := serveAPI(t, map[string]http.HandlerFunc{
 		"POST /v1/install": func(w http.ResponseWriter, r *http.Request) {
 			var req InstallRequest
@@ -46,7 +51,10 @@ func TestClientInstallStream(t *testing.T) {
 			}
 			f.Close()
 			sw := NewStreamWriter(w)
-			for _, ev := range lines {
+			mu.Lock()
+			l := lines
+			mu.Unlock()
+			for _, ev := range l {
 				sw.Send(ev)
 			}
 		},
@@ -67,21 +75,21 @@ func TestClientInstallStream(t *testing.T) {
 
 	prog := Event{Seq: 1, Type: EventProgress, Slot: "B", Done: 10, Total: 20}
 	done := Event{Seq: 2, Type: EventDone, Release: "1.4.0", Slot: "B"}
-	lines = []Event{prog, done, {Seq: 3, Type: EventProgress}}
+	setLines([]Event{prog, done, {Seq: 3, Type: EventProgress}})
 	seen, end, err := install()
 	if err != nil || !reflect.DeepEqual(seen, []Event{prog, done}) || !reflect.DeepEqual(end, done) {
 		t.Errorf("done: %v, seen %+v, end %+v", err, seen, end)
 	}
 
 	fail := Event{Seq: 2, Type: EventError, Kind: "downgrade-refused", Error: "1.3.0 is below the minimum 1.4.0"}
-	lines = []Event{prog, fail}
+	setLines([]Event{prog, fail})
 	_, end, err = install()
 	var fe *FailedError
 	if !errors.As(err, &fe) || fe.Kind != "downgrade-refused" || end.Kind != "downgrade-refused" {
 		t.Errorf("error event: %v (%T), end %+v", err, err, end)
 	}
 
-	lines = []Event{prog}
+	setLines([]Event{prog})
 	if _, _, err = install(); !errors.Is(err, ErrStreamCut) {
 		t.Errorf("no end event: %v, want ErrStreamCut", err)
 	}
