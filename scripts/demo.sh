@@ -81,6 +81,13 @@ SPISOCK=$(head -1 "$D/run/mcu5.tty")
 TTY6=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^\/dev\//) print $i}' "$D/run/mcu6.tty" | head -1)
 echo "STM32F103 (0x410) on $TTY1 and $TTY2, ESP32-S3 on $TTY3, ESP32 on $TTY4, STM32F407 (0x413) on SPI at $SPISOCK, two STM32F407 on CAN (slcan) at $TTY6" >&2
 
+# The local update server: bundles, MCU packages and the update channel.
+"$OTAGW" sim server --dir "$D/www" >"$D/run/server.url" &
+echo $! >"$D/run/server.pid"
+i=0; while [ ! -s "$D/run/server.url" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
+URL=$(sed "s,/$,," "$D/run/server.url")
+echo "update server: $URL" >&2
+
 cat >"$D/otagw.yaml" <<YAML
 # Demo config: everything lives under ./demo.
 daemon:
@@ -113,6 +120,13 @@ assessment:
   deadline: 60s
   retry_interval: 2s
   committed_unit: ""
+channel:
+  # The update channel the daemon polls (nothing is published there yet;
+  # the last step publishes release 3.0.0). A gateway uses https://; the
+  # index is signed either way.
+  url: $URL/stable/index.json
+  allow_http: true
+  interval: 1h
 maintenance:
   # Shown in otagw status; installs and flashing are allowed at any time here.
   windows:
@@ -151,11 +165,6 @@ run "$OTAGW" bundle create --key "$D/keys/signing.key" --compatible otagw-demo-g
 	rootfs="$D/images/rootfs-1.0.0.img" -o "$D/www/gw-1.0.0.otagw" >&2
 run "$OTAGW" bundle create --key "$D/keys/signing.key" --compatible otagw-demo-gateway --version 2.0.0 \
 	rootfs="$D/images/rootfs-2.0.0.img" -o "$D/www/gw-2.0.0.otagw" >&2
-"$OTAGW" sim server --dir "$D/www" >"$D/run/server.url" &
-echo $! >"$D/run/server.pid"
-i=0; while [ ! -s "$D/run/server.url" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
-URL=$(sed "s,/$,," "$D/run/server.url")
-echo "update server: $URL" >&2
 
 DPID=""
 start_daemon() {
@@ -237,6 +246,17 @@ say "again: the devices are current, nothing is flashed (the ESP32s' flash MD5 m
 # shellcheck disable=SC2086
 run "$OTAGW" mcu flash --all $MCUPKGS
 run "$OTAGW" mcu list
+
+say "unattended: release 3.0.0 published on the signed update channel; the daemon fetches and installs it"
+{ head -c 6M "$D/images/rootfs-2.0.0.img"; head -c 2M /dev/urandom; } >"$D/images/rootfs-3.0.0.img"
+run "$OTAGW" bundle create --key "$D/keys/signing.key" --compatible otagw-demo-gateway --version 3.0.0 \
+	rootfs="$D/images/rootfs-3.0.0.img" -o "$D/images/gw-3.0.0.otagw" >&2
+run "$OTAGW" channel publish "$D/www" --key "$D/keys/signing.key" --compatible otagw-demo-gateway \
+	--bundle "$D/images/gw-3.0.0.otagw" >&2
+run "$OTAGW" channel poll
+say "otagw watch follows the daemon's event stream until the release is installed"
+run timeout 120 "$OTAGW" watch --types state --until installed
+run "$OTAGW" status
 
 if [ "${DEMO_STAY:-}" = 0 ] || [ ! -t 0 ]; then
 	say "demo done; stopping"

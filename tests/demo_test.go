@@ -37,6 +37,7 @@ func TestDemo(t *testing.T) {
 		"demo done; stopping",
 		"must be refused",
 		"not-needed", // the second MCU pass finds the devices current
+		"state installed (from installing) release 3.0.0", // otagw watch: the channel's release
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q\n%s", want, text)
