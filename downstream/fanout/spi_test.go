@@ -1,7 +1,6 @@
 package fanout_test
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
 	"strings"
@@ -19,50 +18,20 @@ import (
 // strategy, the AN4286 client and the engine; once clean and once with
 // NACKs and corrupted bytes.
 func TestSerialSPI(t *testing.T) {
-	s, kr := keys(t)
-	for _, tc := range []struct {
-		name   string
-		pid    uint16
-		faults stm32sim.Faults
-	}{
+	runSerial(t, []serialCase{
 		{"clean-F4", 0x413, stm32sim.Faults{}},
 		{"faulty-G0", 0x460, stm32sim.Faults{NACK: 0.03, CorruptPerKiB: 0.5}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			chip, _ := chips.Lookup(tc.pid)
-			pkg, img := makePkg(t, s, kr, tc.pid, chip.Family, "2.1.0", 20*1024)
-			sim := stm32sim.New(chip, stm32sim.Options{Seed: 3, Faults: tc.faults})
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			sock := filepath.Join(t.TempDir(), "spi.sock")
-			if _, err := stm32sim.ServeSPISocket(ctx, sim, sock); err != nil {
-				t.Fatal(err)
-			}
-			o := downstream.DefaultOptions()
-			o.STM32.ByteTimeout = 100 * time.Millisecond
-			o.Backoff = 10 * time.Millisecond
-			o.Buses = []downstream.Bus{{Name: "spi0", Transport: "spi", Device: "sim:" + sock, SpeedHz: 4_000_000, Reset: "manual"}}
-			o.Devices = []downstream.Device{{Name: "mcu", Bus: "spi0", Family: chip.Family, ProductID: tc.pid}}
-			eng, err := fanout.New(o, fanout.NewMemStore(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := eng.Run(ctx, pkg, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r := res[0]; r.State != fanout.Success {
-				t.Fatalf("%s: %s", r.State, r.Reason)
-			}
-			if !bytes.Equal(sim.Flash()[:len(img)], img) {
-				t.Fatal("flash differs from the image")
-			}
-			if run, _ := sim.Running(); !run {
-				t.Error("the application was not started")
-			}
-			t.Logf("%s: retries %d, %+v", tc.name, res[0].Retries, sim.Stats().Injected)
-		})
-	}
+	}, func(t *testing.T, ctx context.Context, sim *stm32sim.Sim) downstream.Bus {
+		sock := filepath.Join(t.TempDir(), "spi.sock")
+		if _, err := stm32sim.ServeSPISocket(ctx, sim, sock); err != nil {
+			t.Fatal(err)
+		}
+		return downstream.Bus{Name: "spi0", Transport: "spi", Device: "sim:" + sock, SpeedHz: 4_000_000, Reset: "manual"}
+	}, func(t *testing.T, sim *stm32sim.Sim) {
+		if run, _ := sim.Running(); !run {
+			t.Error("the application was not started")
+		}
+	})
 }
 
 // TestSPIMissingDevice: a missing spidev node fails the device with a

@@ -139,39 +139,10 @@ func (c *CANClient) Sync(ctx context.Context) error {
 }
 
 // Init synchronises and reads Get Version, Get and Get ID; line errors are
-// retried a few times.
+// retried a few times, after draining the frames still in flight.
 func (c *CANClient) Init(ctx context.Context) error {
-	var err error
-	for i := 0; i < 6; i++ {
-		if err = c.init(ctx); err == nil || !Transient(err) || ctx.Err() != nil {
-			return err
-		}
-		c.Drain(ctx)
-	}
-	return err
-}
-
-func (c *CANClient) init(ctx context.Context) error {
-	if err := c.Sync(ctx); err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	c.info = Info{}
-	ver, o1, o2, err := c.GetVersion(ctx)
-	if err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	v, cmds, err := c.Get(ctx)
-	if err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	_ = ver
-	c.info = Info{Version: v, Commands: cmds, Option1: o1, Option2: o2}
-	pid, err := c.GetID(ctx)
-	if err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	c.info.PID = pid
-	return nil
+	return initRetry(ctx, func(ctx context.Context) error { return identify(ctx, c, &c.info) },
+		func(ctx context.Context, _ error) error { c.Drain(ctx); return nil })
 }
 
 // collect gathers n frames on id after a command's ACK.

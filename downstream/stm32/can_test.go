@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,59 +101,16 @@ func TestCANFlashByteExact(t *testing.T) {
 // that reports success with a flash that differs from the image fails the
 // test; so does a run that never ends.
 func TestCANFaultInjection(t *testing.T) {
-	seeds := 32
-	if testing.Short() {
-		seeds = 8
-	}
-	var ok, failed atomic.Int32
-	t.Run("seeds", func(t *testing.T) {
-		for seed := int64(1); seed <= int64(seeds); seed++ {
-			t.Run(fmt.Sprint(seed), func(t *testing.T) {
-				t.Parallel()
-				chip, _ := chips.Lookup([]uint16{0x410, 0x413, 0x460}[seed%3])
-				img := image(seed, 6*1024+int(seed*13))
-				sim, c, bus := startCAN(t, chip, stm32sim.Options{Seed: seed, Faults: stm32sim.Faults{
-					NACK: 0.05, CorruptPerKiB: 1, DisconnectAfter: 1200 + seed*97,
-				}}, can.BusOptions{Seed: seed, Faults: can.BusFaults{Drop: 0.002}}, fastOptions())
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				defer cancel()
-				var err error
-				var f *stm32.Flasher
-				for attempt := 0; attempt < 5; attempt++ {
-					if err = c.Init(ctx); err != nil {
-						continue
-					}
-					if f == nil {
-						if f, err = stm32.NewFlasher(c, chip, []stm32.Segment{{Addr: chip.FlashStart, Data: img}}, fastOptions()); err != nil {
-							t.Fatal(err)
-						}
-					}
-					if err = f.Run(ctx, nil); err == nil {
-						break
-					}
-				}
-				got := sim.Flash()[:len(img)]
-				if err == nil {
-					if !bytes.Equal(got, img) {
-						t.Fatalf("Run succeeded but the simulator's flash differs from the image (seed %d)", seed)
-					}
-					ok.Add(1)
-				} else {
-					if errors.Is(err, context.DeadlineExceeded) {
-						t.Fatalf("flashing did not end: %v", err)
-					}
-					t.Logf("seed %d failed cleanly: %v", seed, err)
-					failed.Add(1)
-				}
-				st := sim.Stats()
-				if st.Injected.NACKs == 0 || st.Injected.Disconnects != 1 || st.Injected.Corrupted == 0 || bus.Stats().Dropped == 0 {
-					t.Errorf("faults not injected: %+v, bus %+v", st.Injected, bus.Stats())
-				}
-			})
+	runFaultSeeds(t, []uint16{0x410, 0x413, 0x460}, func(t *testing.T, seed int64, chip *chips.Chip) (*stm32sim.Sim, stm32.Bootloader, func(*testing.T)) {
+		sim, c, bus := startCAN(t, chip, stm32sim.Options{Seed: seed, Faults: stm32sim.Faults{
+			NACK: 0.05, CorruptPerKiB: 1, DisconnectAfter: 1200 + seed*97,
+		}}, can.BusOptions{Seed: seed, Faults: can.BusFaults{Drop: 0.002}}, fastOptions())
+		return sim, c, func(t *testing.T) {
+			if st := sim.Stats(); st.Injected.NACKs == 0 || st.Injected.Disconnects != 1 || st.Injected.Corrupted == 0 || bus.Stats().Dropped == 0 {
+				t.Errorf("faults not injected: %+v, bus %+v", st.Injected, bus.Stats())
+			}
 		}
 	})
-	t.Logf("%d seeds succeeded, %d failed with a reason", ok.Load(), failed.Load())
-	requireShare(t, int(ok.Load()), seeds)
 }
 
 // TestCANTwoOnOneBus: two parts on one bus; only the one whose reset line

@@ -259,43 +259,10 @@ func (c *Client) Sync(ctx context.Context) error {
 }
 
 // Init synchronises and reads Get Version, Get and Get ID. Line errors are
-// retried a few times (the replies are short).
+// retried a few times (the replies are short); a NACK leaves the bootloader
+// in step, other errors are followed by Recover.
 func (c *Client) Init(ctx context.Context) error {
-	var err error
-	for i := 0; i < 6; i++ {
-		if err = c.init(ctx); err == nil || !Transient(err) || errors.Is(err, ErrNotSynced) || ctx.Err() != nil {
-			return err
-		}
-		if !errors.Is(err, ErrNACK) {
-			if rerr := c.Recover(ctx); rerr != nil {
-				return fmt.Errorf("init: %w", rerr)
-			}
-		}
-	}
-	return err
-}
-
-func (c *Client) init(ctx context.Context) error {
-	if err := c.Sync(ctx); err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	c.info = Info{}
-	ver, o1, o2, err := c.GetVersion(ctx)
-	if err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	v, cmds, err := c.Get(ctx)
-	if err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	_ = ver
-	c.info = Info{Version: v, Commands: cmds, Option1: o1, Option2: o2}
-	pid, err := c.GetID(ctx)
-	if err != nil {
-		return fmt.Errorf("init: %w", err)
-	}
-	c.info.PID = pid
-	return nil
+	return initRetry(ctx, func(ctx context.Context) error { return identify(ctx, c, &c.info) }, recoverUnlessNACK(c))
 }
 
 // Get returns the bootloader version and the opcodes it lists.

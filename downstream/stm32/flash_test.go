@@ -119,6 +119,30 @@ func TestFaultInjection(t *testing.T) {
 }
 
 func faultInjection(t *testing.T, corrupt float64) {
+	runFaultSeeds(t, []uint16{0x410, 0x413, 0x460}, func(t *testing.T, seed int64, chip *chips.Chip) (*stm32sim.Sim, stm32.Bootloader, func(*testing.T)) {
+		sim, c := start(t, chip, stm32sim.Options{Seed: seed, Faults: stm32sim.Faults{
+			NACK: 0.05, CorruptPerKiB: corrupt, DisconnectAfter: 1200 + seed*97,
+		}})
+		return sim, c, func(t *testing.T) {
+			if st := sim.Stats(); st.Injected.NACKs == 0 || st.Injected.Disconnects != 1 {
+				t.Errorf("faults not injected: %+v", st.Injected)
+			}
+		}
+	})
+}
+
+// faultSetup starts one seed's faulty transport for chip: the simulator
+// whose flash is the truth, the client over the transport, and the check,
+// run after flashing, that the faults were injected.
+type faultSetup func(t *testing.T, seed int64, chip *chips.Chip) (*stm32sim.Sim, stm32.Bootloader, func(*testing.T))
+
+// runFaultSeeds is the fault tests' common run: 32 seeds (8 with -short)
+// in parallel, seed s on pids[s%len(pids)] with an image of its own,
+// flashed with up to 5 Init+Run attempts (the fan-out engine's outer
+// retries). A run that reports success with a flash that differs from the
+// image fails the test, so does one that never ends; then requireShare.
+func runFaultSeeds(t *testing.T, pids []uint16, setup faultSetup) {
+	t.Helper()
 	seeds := 32
 	if testing.Short() {
 		seeds = 8
@@ -128,11 +152,9 @@ func faultInjection(t *testing.T, corrupt float64) {
 		for seed := int64(1); seed <= int64(seeds); seed++ {
 			t.Run(fmt.Sprint(seed), func(t *testing.T) {
 				t.Parallel()
-				chip, _ := chips.Lookup([]uint16{0x410, 0x413, 0x460}[seed%3])
+				chip, _ := chips.Lookup(pids[seed%int64(len(pids))])
 				img := image(seed, 6*1024+int(seed*13))
-				sim, c := start(t, chip, stm32sim.Options{Seed: seed, Faults: stm32sim.Faults{
-					NACK: 0.05, CorruptPerKiB: corrupt, DisconnectAfter: 1200 + seed*97,
-				}})
+				sim, c, injected := setup(t, seed, chip)
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				defer cancel()
 				var err error
@@ -163,10 +185,7 @@ func faultInjection(t *testing.T, corrupt float64) {
 					t.Logf("seed %d (0x%03x) failed cleanly: %v", seed, chip.PID, err)
 					failed.Add(1)
 				}
-				st := sim.Stats()
-				if st.Injected.NACKs == 0 || st.Injected.Disconnects != 1 {
-					t.Errorf("faults not injected: %+v", st.Injected)
-				}
+				injected(t)
 			})
 		}
 	})

@@ -199,18 +199,7 @@ func (c *SPIClient) Sync(ctx context.Context) error {
 // Init synchronises and reads Get Version, Get and Get ID, retrying line
 // errors a few times.
 func (c *SPIClient) Init(ctx context.Context) error {
-	var err error
-	for i := 0; i < 6; i++ {
-		if err = c.init(ctx); err == nil || !Transient(err) || errors.Is(err, ErrNotSynced) || ctx.Err() != nil {
-			return err
-		}
-		if !errors.Is(err, ErrNACK) {
-			if rerr := c.Recover(ctx); rerr != nil {
-				return fmt.Errorf("init: %w", rerr)
-			}
-		}
-	}
-	return err
+	return initRetry(ctx, c.init, recoverUnlessNACK(c))
 }
 
 func (c *SPIClient) init(ctx context.Context) error {

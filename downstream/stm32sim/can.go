@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"time"
 
 	"github.com/otagw/otagw/downstream/can"
 	"github.com/otagw/otagw/downstream/simpty"
@@ -368,12 +367,7 @@ func (c *canConn) step() error {
 		return c.ackReset(op)
 	case 0x92:
 		s.mu.Lock()
-		for i := range s.flash {
-			s.flash[i] = 0xFF
-		}
-		s.rdp = false
-		s.stats.Erases++
-		s.stats.PagesErased += len(s.chip.Pages())
+		s.readoutUnprotectLocked()
 		s.mu.Unlock()
 		return c.ackReset(op)
 	}
@@ -568,19 +562,9 @@ func (c *canConn) erase(nb byte) error {
 		s.mu.Unlock()
 		return c.send(0x43, nack)
 	}
-	for _, p := range pages {
-		pg := all[p]
-		o := pg.Addr - s.chip.FlashStart
-		for i := o; i < o+pg.Size; i++ {
-			s.flash[i] = 0xFF
-		}
-	}
-	s.stats.Erases++
-	s.stats.PagesErased += len(pages)
+	s.erasePagesLocked(all, pages)
 	s.mu.Unlock()
-	if s.opts.EraseTime > 0 {
-		s.opts.Sleep(s.opts.EraseTime * time.Duration(len(pages)))
-	}
+	s.eraseSleep(len(pages))
 	return c.send(0x43, ack)
 }
 

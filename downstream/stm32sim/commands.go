@@ -2,7 +2,6 @@ package stm32sim
 
 import (
 	"encoding/binary"
-	"time"
 )
 
 func xor(p []byte) byte {
@@ -258,19 +257,9 @@ func (c *conn) erasePages(pages []int) error {
 		s.mu.Unlock()
 		return err
 	}
-	for _, p := range pages {
-		pg := all[p]
-		o := pg.Addr - s.chip.FlashStart
-		for i := o; i < o+pg.Size; i++ {
-			s.flash[i] = 0xFF
-		}
-	}
-	s.stats.Erases++
-	s.stats.PagesErased += len(pages)
+	s.erasePagesLocked(all, pages)
 	s.mu.Unlock()
-	if s.opts.EraseTime > 0 {
-		s.opts.Sleep(s.opts.EraseTime * time.Duration(len(pages)))
-	}
+	s.eraseSleep(len(pages))
 	return c.send(ack)
 }
 
@@ -413,12 +402,7 @@ func (c *conn) protectToggle(op byte) error {
 func (c *conn) readoutUnprotect() error {
 	s := c.s
 	s.mu.Lock()
-	for i := range s.flash {
-		s.flash[i] = 0xFF
-	}
-	s.rdp = false
-	s.stats.Erases++
-	s.stats.PagesErased += len(s.chip.Pages())
+	s.readoutUnprotectLocked()
 	s.mu.Unlock()
 	return c.ackReset()
 }

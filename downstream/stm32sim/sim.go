@@ -394,3 +394,36 @@ func (s *Sim) lists(op byte) bool {
 	}
 	return false
 }
+
+// erasePagesLocked sets the pages (indices into all, the chip's page
+// list) to 0xFF and counts the erase, for every face; s.mu is held.
+func (s *Sim) erasePagesLocked(all []chips.Page, pages []int) {
+	for _, p := range pages {
+		pg := all[p]
+		o := pg.Addr - s.chip.FlashStart
+		for i := o; i < o+pg.Size; i++ {
+			s.flash[i] = 0xFF
+		}
+	}
+	s.stats.Erases++
+	s.stats.PagesErased += len(pages)
+}
+
+// eraseSleep waits the simulated time to erase n pages (the UART and CAN
+// faces; the SPI face answers busy instead).
+func (s *Sim) eraseSleep(n int) {
+	if s.opts.EraseTime > 0 {
+		s.opts.Sleep(s.opts.EraseTime * time.Duration(n))
+	}
+}
+
+// readoutUnprotectLocked is Readout Unprotect's effect, for every face:
+// the whole flash erased, RDP back to level 0; s.mu is held.
+func (s *Sim) readoutUnprotectLocked() {
+	for i := range s.flash {
+		s.flash[i] = 0xFF
+	}
+	s.rdp = false
+	s.stats.Erases++
+	s.stats.PagesErased += len(s.chip.Pages())
+}

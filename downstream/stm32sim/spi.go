@@ -374,12 +374,7 @@ func (f *SPIFace) command(op byte, in func() byte) {
 		f.selfReset()
 	case 0x92:
 		s.mu.Lock()
-		for i := range s.flash {
-			s.flash[i] = 0xFF
-		}
-		s.rdp = false
-		s.stats.Erases++
-		s.stats.PagesErased += len(ch.Pages())
+		s.readoutUnprotectLocked()
 		s.mu.Unlock()
 		f.busy(s.opts.EraseTime * time.Duration(len(ch.Pages())))
 		f.queue(ack)
@@ -509,15 +504,7 @@ func (f *SPIFace) erasePages(pages []int, in func() byte) {
 		s.stats.Injected.NACKs++
 	}
 	if good && !inject {
-		for _, p := range pages {
-			pg := all[p]
-			o := pg.Addr - s.chip.FlashStart
-			for i := o; i < o+pg.Size; i++ {
-				s.flash[i] = 0xFF
-			}
-		}
-		s.stats.Erases++
-		s.stats.PagesErased += len(pages)
+		s.erasePagesLocked(all, pages)
 	}
 	s.mu.Unlock()
 	if !good || inject {

@@ -2,13 +2,12 @@ package channel
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
+
+	"github.com/otagw/otagw/internal/tlsclient"
 )
 
 // Client fetches a channel index over HTTP(S), conditionally: it keeps the
@@ -29,30 +28,14 @@ type Client struct {
 // CA (else the system roots), an optional client certificate, the proxy
 // from the environment.
 func HTTPClient(o Options) (*http.Client, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("channel.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("channel.ca_file %s: no PEM certificates", o.CAFile)
-		}
-		tc.RootCAs = pool
+	tr, err := tlsclient.Transport(tlsclient.Files{
+		CAFile: o.CAFile, CertFile: o.CertFile, KeyFile: o.KeyFile,
+		CAField: "channel.ca_file", CertField: "channel.cert_file/key_file",
+	})
+	if err != nil {
+		return nil, err
 	}
-	if o.CertFile != "" {
-		c, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("channel.cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{c}
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.Proxy = http.ProxyFromEnvironment
-	tr.TLSClientConfig = tc
 	tr.ResponseHeaderTimeout = o.Timeout
-	tr.DisableCompression = true // Range offsets are in the files' own bytes
 	return &http.Client{Transport: tr, Timeout: o.Timeout}, nil
 }
 

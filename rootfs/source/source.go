@@ -24,8 +24,6 @@ package source
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +31,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/otagw/otagw/internal/tlsclient"
 )
 
 var (
@@ -218,31 +218,16 @@ func httpClient(o Options) (*http.Client, error) {
 	if o.Client != nil {
 		return o.Client, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("source ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("source ca_file %s: no PEM certificates", o.CAFile)
-		}
-		tc.RootCAs = pool
+	tr, err := tlsclient.Transport(tlsclient.Files{
+		CAFile: o.CAFile, CertFile: o.CertFile, KeyFile: o.KeyFile,
+		CAField: "source ca_file", CertField: "source client certificate",
+	})
+	if err != nil {
+		return nil, err
 	}
-	if o.CertFile != "" {
-		c, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("source client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{c}
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tc
 	// The request's own timer (httpReader.request) bounds the wait for
 	// headers at Timeout and reports it as a stall; the transport's limit
 	// is only a backstop, later, so that the two never race under load.
 	tr.ResponseHeaderTimeout = 2 * o.Timeout
-	tr.DisableCompression = true // Range offsets are in the bundle's own bytes
 	return &http.Client{Transport: tr}, nil
 }
