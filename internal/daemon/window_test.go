@@ -463,7 +463,14 @@ func TestReleaseFirmwareWaitsForWindow(t *testing.T) {
 	if st.State != api.StateCommitted || st.Release == nil || st.Release.Committed != "2.0.0" {
 		t.Fatalf("after the reboot: state %s, release %+v; want 2.0.0 committed", st.State, st.Release)
 	}
-	if want := fmt.Sprintf("waits for maintenance window %q at %s", "night", nightStart.Format(time.RFC3339)); !strings.Contains(st.Message, want) {
+	// The message follows flash_at (the window is planned, then the flow
+	// says so): give it a moment.
+	want := fmt.Sprintf("waits for maintenance window %q at %s", "night", nightStart.Format(time.RFC3339))
+	for i := 0; !strings.Contains(st.Message, want) && i < 250; i++ {
+		time.Sleep(20 * time.Millisecond)
+		st = g.status()
+	}
+	if !strings.Contains(st.Message, want) {
 		t.Errorf("state message %q, want it to say %q", st.Message, want)
 	}
 	// A restart while the firmware waits: it waits again.
