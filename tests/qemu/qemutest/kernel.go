@@ -39,7 +39,7 @@ func CacheDir() (string, error) {
 	if d, err := os.UserCacheDir(); err == nil {
 		return filepath.Join(d, "otagw", "qemu"), nil
 	}
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}

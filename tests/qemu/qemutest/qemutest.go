@@ -174,8 +174,8 @@ func checkBoots(cfg Config, res *Result) error {
 	return nil
 }
 
-// moduleRoot is the directory of go.mod.
-func moduleRoot() (string, error) {
+// ModuleRoot is the directory of go.mod.
+func ModuleRoot() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
@@ -213,7 +213,7 @@ func goBuild(root string, args ...string) error {
 // BuildInitramfs writes a newc cpio with /init, /test.bin, the modules and
 // the plan; work is a scratch directory.
 func BuildInitramfs(path string, k *Kernel, cfg Config, work string) error {
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return err
 	}

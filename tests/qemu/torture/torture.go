@@ -284,7 +284,7 @@ func (h *harness) close() {
 
 // build makes the binaries, keys, MCU package, configs and the initramfs.
 func (h *harness) build() error {
-	root, err := moduleRoot()
+	root, err := qemutest.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -1020,18 +1020,6 @@ func (h *harness) afterCut(res *bootResult) []string {
 	}
 	os.Remove(img)
 	return bad
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside a Go module")
-	}
-	return filepath.Dir(mod), nil
 }
 
 func lastLines(s string, n int) string {
