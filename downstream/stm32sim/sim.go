@@ -271,22 +271,12 @@ func (c *conn) next() (byte, error) {
 			c.pos--
 			return 0, errReset
 		}
-		f := s.opts.Faults
-		if f.DropPerKiB > 0 && s.rng.Float64() < f.DropPerKiB/1024 {
-			s.stats.Injected.Dropped++
+		b, dropped, disconnected := s.hostByteLocked(b)
+		if dropped {
 			s.mu.Unlock()
 			continue
 		}
-		s.stats.HostBytes++
-		s.rxSince = true
-		if f.CorruptPerKiB > 0 && s.rng.Float64() < f.CorruptPerKiB/1024 {
-			b ^= byte(1 + s.rng.Intn(255))
-			s.stats.Injected.Corrupted++
-		}
-		if f.DisconnectAfter > 0 && !s.disc && s.stats.HostBytes >= f.DisconnectAfter {
-			s.disc = true
-			s.stats.Injected.Disconnects++
-			s.resetLocked()
+		if disconnected {
 			c.gen = s.resetGen
 			c.pos = len(c.buf) // input in flight is lost
 			s.mu.Unlock()
@@ -295,6 +285,31 @@ func (c *conn) next() (byte, error) {
 		s.mu.Unlock()
 		return b, nil
 	}
+}
+
+// hostByteLocked applies the configured line faults to one byte from the
+// host, on any face: it may be dropped, or arrive corrupted; the byte that
+// reaches the configured count triggers the injected disconnect, which
+// resets the simulator (the face then drops what it had in flight).
+func (s *Sim) hostByteLocked(b byte) (got byte, dropped, disconnected bool) {
+	f := s.opts.Faults
+	if f.DropPerKiB > 0 && s.rng.Float64() < f.DropPerKiB/1024 {
+		s.stats.Injected.Dropped++
+		return b, true, false
+	}
+	s.stats.HostBytes++
+	s.rxSince = true
+	if f.CorruptPerKiB > 0 && s.rng.Float64() < f.CorruptPerKiB/1024 {
+		b ^= byte(1 + s.rng.Intn(255))
+		s.stats.Injected.Corrupted++
+	}
+	if f.DisconnectAfter > 0 && !s.disc && s.stats.HostBytes >= f.DisconnectAfter {
+		s.disc = true
+		s.stats.Injected.Disconnects++
+		s.resetLocked()
+		return b, false, true
+	}
+	return b, false, false
 }
 
 func (c *conn) read(n int) ([]byte, error) {

@@ -130,21 +130,12 @@ func (f *SPIFace) Clock(mosi byte) byte {
 		s.mu.Unlock()
 		return miso
 	}
-	if fl.DropPerKiB > 0 && s.rng.Float64() < fl.DropPerKiB/1024 {
-		s.stats.Injected.Dropped++
+	mosi, dropped, disconnected := s.hostByteLocked(mosi)
+	if dropped {
 		s.mu.Unlock()
 		return miso
 	}
-	s.stats.HostBytes++
-	s.rxSince = true
-	if fl.CorruptPerKiB > 0 && s.rng.Float64() < fl.CorruptPerKiB/1024 {
-		mosi ^= byte(1 + s.rng.Intn(255))
-		s.stats.Injected.Corrupted++
-	}
-	if fl.DisconnectAfter > 0 && !s.disc && s.stats.HostBytes >= fl.DisconnectAfter {
-		s.disc = true
-		s.stats.Injected.Disconnects++
-		s.resetLocked()
+	if disconnected {
 		f.gen = s.resetGen
 		f.out, f.shift, f.busyUntil = nil, spiFiller, time.Time{}
 		f.resetReq = true // the byte is lost with the rest of the frame
