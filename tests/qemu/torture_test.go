@@ -11,8 +11,9 @@ import (
 )
 
 // TestTorturePowerCuts cuts the power of the QEMU gateway a few times
-// (OTAGW_TORTURE_CUTS, default 3; `make torture N=...` runs many, and
-// OTAGW_TORTURE_UNTIL ends a long run early at a given time) and
+// (OTAGW_TORTURE_CUTS, default 3; `make torture N=...` runs many,
+// OTAGW_TORTURE_WORKERS gateways side by side, and OTAGW_TORTURE_UNTIL
+// ends a long run early at a given time) and
 // fails on any brick or broken promise; see package torture.
 func TestTorturePowerCuts(t *testing.T) {
 	if testing.Short() && os.Getenv("CI") == "" {
@@ -34,6 +35,13 @@ func TestTorturePowerCuts(t *testing.T) {
 		seed = n
 	}
 	cfg := torture.Config{Cuts: cuts, Seed: seed, Dir: t.TempDir(), Logf: t.Logf}
+	if s := os.Getenv("OTAGW_TORTURE_WORKERS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("OTAGW_TORTURE_WORKERS=%q: want a positive number", s)
+		}
+		cfg.Workers = n
+	}
 	if s := os.Getenv("OTAGW_TORTURE_UNTIL"); s != "" {
 		u, err := time.Parse(time.RFC3339, s)
 		if err != nil {

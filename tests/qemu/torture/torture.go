@@ -76,7 +76,14 @@ type Config struct {
 	// EnvTearUnit is the environment disk's TearUnit (default: 512-byte
 	// sectors); 16 models an env on raw flash left partly programmed.
 	EnvTearUnit int
-	Logf        func(format string, args ...any)
+	// Workers is the number of gateways tortured side by side (default
+	// 1), each a QEMU guest with its own disks, snapshot and ledger;
+	// cut i runs on gateway i mod Workers, so a seed replays the same
+	// cuts only with the same Workers. TCG guests spend part of their
+	// time asleep (timers, polls), so more workers than cores still add
+	// cuts per minute.
+	Workers int
+	Logf    func(format string, args ...any)
 }
 
 // Stats is what a run saw.
@@ -130,11 +137,98 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 	if len(cfg.Modes) == 0 {
 		cfg.Modes = []string{"time", "time", "env", "state", "slot"}
 	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
 	for _, tool := range []string{"qemu-system-x86_64", "fw_printenv", "mkfs.ext4", "e2fsck", "go", "apt-get", "dpkg-deb"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("torture needs %s (scripts/test-deps.sh installs it): %w", tool, err)
 		}
 	}
+	cfg.Logf("torture: %d cuts on %d gateway(s), master seed %d (cut i uses PCG(%d, i) on gateway i mod %d), disks in %s",
+		cfg.Cuts, cfg.Workers, cfg.Seed, cfg.Seed, cfg.Workers, cfg.Dir)
+	if cfg.Workers == 1 {
+		return runWorker(ctx, cfg, 0)
+	}
+	// Fetched once, before the gateways look for it in the cache.
+	cache, err := qemutest.CacheDir()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := qemutest.FetchKernel(cache, cfg.Logf); err != nil {
+		return nil, fmt.Errorf("fetch Debian's kernel: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		st  *Stats
+		err error
+	}
+	results := make([]result, cfg.Workers)
+	var wg sync.WaitGroup
+	for w := range cfg.Workers {
+		wcfg := cfg
+		wcfg.Dir = filepath.Join(cfg.Dir, fmt.Sprintf("gw%d", w))
+		if err := os.MkdirAll(wcfg.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		wcfg.Logf = func(format string, args ...any) {
+			cfg.Logf(fmt.Sprintf("gw%d ", w)+format, args...)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := runWorker(ctx, wcfg, w)
+			if err != nil {
+				cancel() // a broken harness ends the run
+			}
+			results[w] = result{st, err}
+		}()
+	}
+	wg.Wait()
+	total := &Stats{}
+	total.init()
+	var errs []error
+	for _, r := range results {
+		if r.st != nil {
+			total.add(r.st)
+		}
+		if r.err != nil && !errors.Is(r.err, context.Canceled) {
+			errs = append(errs, r.err)
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+// add sums o into s (the figures of several gateways).
+func (s *Stats) add(o *Stats) {
+	s.Cuts += o.Cuts
+	s.Bricks += o.Bricks
+	s.Failures += o.Failures
+	s.CheckedBoots += o.CheckedBoots
+	s.Resumes += o.Resumes
+	s.NotBootable += o.NotBootable
+	s.Quarantined += o.Quarantined
+	s.Commits += o.Commits
+	s.Installs += o.Installs
+	s.Configs += o.Configs
+	s.CleanReboots += o.CleanReboots
+	s.Kept += o.Kept
+	s.Dropped += o.Dropped
+	s.Torn += o.Torn
+	for _, m := range []struct{ to, from map[string]int }{
+		{s.Phases, o.Phases}, {s.InFlight, o.InFlight}, {s.Triggers, o.Triggers}, {s.inflightOutside, o.inflightOutside},
+	} {
+		for k, v := range m.from {
+			m.to[k] += v
+		}
+	}
+	s.FailureSeeds = append(s.FailureSeeds, o.FailureSeeds...)
+	s.Errors = append(s.Errors, o.Errors...)
+}
+
+// runWorker tortures gateway w: cuts w, w+Workers, w+2*Workers, ...
+func runWorker(ctx context.Context, cfg Config, w int) (*Stats, error) {
 	h, err := newHarness(cfg)
 	if err != nil {
 		return nil, err
@@ -144,14 +238,13 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 		return nil, err
 	}
 	st := h.stats
-	cfg.Logf("torture: %d cuts, master seed %d (cut i uses PCG(%d, i)), disks in %s", cfg.Cuts, cfg.Seed, cfg.Seed, cfg.Dir)
 	var led ledger
-	for i := 0; i < cfg.Cuts; i++ {
+	for i := w; i < cfg.Cuts; i += cfg.Workers {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
 		if !cfg.Until.IsZero() && time.Now().After(cfg.Until) {
-			cfg.Logf("torture: stopping after %d of %d cuts: the time given (%s) is up", i, cfg.Cuts, cfg.Until.Format(time.RFC3339))
+			cfg.Logf("torture: stopping before cut %d of %d: the time given (%s) is up", i, cfg.Cuts, cfg.Until.Format(time.RFC3339))
 			break
 		}
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
@@ -179,12 +272,13 @@ func Run(ctx context.Context, cfg Config) (*Stats, error) {
 		}
 	}
 	// One more boot checks the last cut.
-	res, err := h.boot(ctx, rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.Cuts))), cfg.Cuts, true)
+	last := cfg.Cuts + w
+	res, err := h.boot(ctx, rand.New(rand.NewPCG(cfg.Seed, uint64(last))), last, true)
 	if err != nil {
 		return st, err
 	}
 	if bad := h.judge(res, &led); len(bad) > 0 {
-		h.fail(cfg, cfg.Cuts, res, bad)
+		h.fail(cfg, last, res, bad)
 	}
 	return st, nil
 }

@@ -13,7 +13,9 @@
 //	TORTURE-CONFIG n              the config file on the state disk is apply n
 //	TORTURE-READY                 the daemon sent READY=1
 //	TORTURE-STATUS {json}         otagw status --json after READY
-//	TORTURE-RESUME V              the daemon resumed an interrupted install
+//	TORTURE-RESUME V [from chunk N] the daemon resumed an interrupted
+//	                              install (by itself, or asked with
+//	                              `otagw install --resume FILE`)
 //	TORTURE-DONE kind detail      an operation finished (acknowledged)
 //	TORTURE-FAIL what: detail     a check failed
 //	TORTURE-BRICK what: detail    the gateway did not come up
@@ -238,7 +240,54 @@ func run() int {
 	if st.State == api.StateInstalling || st.State == api.StateDownloading {
 		say("RESUME %s", pendingOf(st))
 	}
+	g.resumePassed(js)
 	return g.work()
+}
+
+var (
+	resumeHint = regexp.MustCompile(`otagw install --resume (/\S+?\.otagw)`)
+	firstChunk = regexp.MustCompile(`"chunk":([1-9]\d*)`)
+)
+
+// resumePassed continues an install of a file the agent passed that a cut
+// interrupted. The daemon cannot reopen a file a client handed it as an
+// open descriptor, so it marks the slot not bootable and names the
+// command; the agent runs it, as an operator would, with the same
+// (deterministic) bundle. The daemon must continue from its checkpoint,
+// or start over when the checkpoint does not fit what the slot holds.
+func (g *gw) resumePassed(status []byte) {
+	m := resumeHint.FindSubmatch(status)
+	if m == nil {
+		return
+	}
+	path := string(m[1])
+	v := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(path), "gw-"), ".otagw")
+	n := image.Patch(v)
+	if n <= 0 {
+		say("FAIL resume: no release in %q", path)
+		return
+	}
+	if err := makeBundle(n); err != nil {
+		say("FAIL bundle: %v", err)
+		return
+	}
+	say("PHASE install")
+	out, err := otagwCmd(2*time.Minute, "install", "--json", "--resume", path)
+	// The first progress event names the first chunk written in this
+	// run: above 0, the install continued from its checkpoint.
+	for _, l := range bytes.Split(out, []byte("\n")) {
+		if bytes.Contains(l, []byte(`"type":"progress"`)) {
+			if c := firstChunk.FindSubmatch(l); c != nil {
+				say("RESUME %s from chunk %s", v, c[1])
+			}
+			break
+		}
+	}
+	if err != nil {
+		say("DONE install-refused %s: %s", v, oneLine(out))
+		return
+	}
+	say("DONE install %s", v)
 }
 
 func (g *gw) work() int {
@@ -265,9 +314,14 @@ func (g *gw) work() int {
 			time.Sleep(200 * time.Millisecond)
 			continue
 		case api.StateRolledBack, api.StateRebooting:
-			say("PHASE rollback")
-			time.Sleep(200 * time.Millisecond)
-			continue
+			// rolled-back on the bad release: the daemon is about to
+			// reboot into the other slot. rolled-back on a good release
+			// is where that reboot came back to: the gateway works on.
+			if st.State == api.StateRebooting || image.Bad(image.Patch(g.ver)) {
+				say("PHASE rollback")
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
 		case api.StateStarting, api.StateDownloading, api.StateInstalling, api.StateFlashing:
 			time.Sleep(200 * time.Millisecond)
 			continue
