@@ -31,7 +31,7 @@ test: ## the whole suite: deps, lint, go test ./..., a short fuzz pass of every 
 yocto-check: ## yocto-check-layer on yocto/meta-otagw with real bitbake, offline (about 25 minutes on 2 cores)
 	sh scripts/yocto-check.sh
 
-torture: ## N real power cuts of the QEMU gateway (N=100 by default; SEED=... replays), see docs/reliability.md
+torture: ## N real power cuts of the QEMU gateway (N=100 by default; J=gateways side by side; SEED=... replays), see docs/reliability.md
 	sh scripts/torture.sh $(N)
 
 bench: ## benchmarks, each against the physical limit measured in the same run
