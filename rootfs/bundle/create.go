@@ -199,7 +199,7 @@ func addPayload(ctx context.Context, w io.Writer, ps PayloadSpec, o CreateOption
 	}
 	defer in.Close()
 	p := &Payload{Name: ps.Name, Target: ps.Target, ChunkSize: o.ChunkSize, Offset: off, Chunking: o.Chunking}
-	var cdc *chunker.Chunker
+	var cdc *CDC
 	if o.Chunking == ChunkingCDC {
 		cdc = NewCDC(in, o.ChunkSize)
 	}
@@ -298,14 +298,6 @@ func addPayload(ctx context.Context, w io.Writer, ps PayloadSpec, o CreateOption
 	p.StoredSize = coff
 	p.SHA256 = Digest(sumOf(whole))
 	return p, nil
-}
-
-// NewCDC returns the content-defined chunker of ChunkingCDC over r, for
-// chunks of at most max bytes; Next(buf) needs a buffer of max bytes.
-func NewCDC(r io.Reader, max int64) *chunker.Chunker {
-	c := chunker.NewWithBoundaries(r, chunker.Pol(CDCPolynomial), CDCMinSize, uint(max))
-	c.SetAverageBits(CDCAverageBits)
-	return c
 }
 
 func sumOf(h hash.Hash) (d [32]byte) {

@@ -71,7 +71,8 @@ type Payload struct {
 // ChunkingCDC cuts chunks by content: the Rabin fingerprint chunker of
 // github.com/restic/chunker with the polynomial CDCPolynomial, at least
 // CDCMinSize bytes, at most the payload's ChunkSize, and a cut where the
-// fingerprint's low CDCAverageBits bits are zero (64 KiB on average). An
+// fingerprint's low CDCAverageBits bits are zero (64 KiB on average);
+// then runs of all-zero chunks merged up to ChunkSize (see CDC). An
 // insertion or deletion then changes only the chunks around it, and the same
 // content cuts the same way wherever it sits: what a delta install needs.
 const (
