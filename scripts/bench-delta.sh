@@ -33,6 +33,7 @@ mkdir -p "$MNT" "$DIR/www"
 
 CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$DIR/otagw" ./cmd/otagw
 go build -o "$DIR/countserver" ./scripts/countserver
+go build -o "$DIR/chunkstat" ./scripts/chunkstat
 "$DIR/otagw" keygen --out "$DIR/keys" >/dev/null
 mkdir "$DIR/ring"
 cp "$DIR/keys/signing.pub" "$DIR/ring/"
@@ -148,6 +149,9 @@ printf '%-44s %12s %9s %13s\n' "  same, chunks cut by content ($cdc_reused/$cdc_
 printf '%-44s %12s %9s %13s\n' "  same, 64 KiB chunks ($d64_reused/$d64_chunks reused)" "$d64_b" "$d64_r" "$(pct "$d64_b" "$bundle64_b")$(above "$d64_b" "$((bundle64_b / 20))")"
 printf '%-44s %12s %9s %13s\n' "casync extract --seed=v1 (index + chunks)" "$ca_b" "$ca_r" "$(pct "$ca_b" "$bundle_b")"
 printf '%-44s %12s %9s %13s\n' "zckdl -s v1.zck" "$zck_got" "$zck_r" "$(pct "$zck_got" "$bundle_b")"
+mf() { "$DIR/otagw" bundle info "$DIR/www/$1" | sed -n 's/^format *\([0-9]*\) (manifest \([0-9]*\) bytes)/format \1, \2/p'; }
+echo "manifests (fetched whole by a delta install): 256 KiB chunks $(mf v2.otab) B; cdc $(mf v2-cdc.otab) B; 64 KiB chunks $(mf v2-64k.otab) B"
+"$DIR/chunkstat" "$DIR/www/v2-cdc.otab" | sed -n 's/^ *payload rootfs: /cdc table: /p'
 echo "sizes: otagw bundle $bundle_b B (cdc: $bundlecdc_b B, 64 KiB chunks: $bundle64_b B), casync store $store_b B + index $caibx_b B, zchunk file $zck_b B"
 echo "otagw delta: $delta_open open-ended Range requests; goal <= 5% of the full bundle and <= casync:"
 echo "  256 KiB chunks: $(pct "$delta_b" "$bundle_b")$(above "$delta_b" "$((bundle_b / 20))"), $(pct "$delta_b" "$ca_b") of casync$(above "$delta_b" "$ca_b")"

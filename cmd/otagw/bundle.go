@@ -99,6 +99,7 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	chunk := fs.Int64("chunk-size", bundle.DefaultChunk, "plain bytes per chunk (multiple of 4096); with --chunking cdc the largest chunk")
 	chunking := fs.String("chunking", "fixed", "fixed, or cdc: chunks cut by content (64 KiB on average), for delta updates")
 	compress := fs.String("compress", bundle.CompressAuto, "auto (zstd where it helps), zstd or none")
+	format := fs.Int("format", bundle.FormatVersion, "bundle format: 2 (binary chunk table), or 1 for devices whose otagw reads only format 1")
 	out := fs.String("o", "", "output bundle file (required)")
 	fs.StringVar(out, "out", "", "same as -o")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -109,7 +110,7 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	if *out == "" || *compatible == "" || *version == "" || len(pos) == 0 || (len(keys) == 0 && *signCmd == "") || (*signCmd != "") != (*signPub != "") {
 		fmt.Fprintln(stderr, "usage: otagw bundle create (--key K [--key K2] | --sign-cmd CMD --sign-pub PUB) --compatible C --version V\n"+
 			"         [--min-version V] [--security-counter N] [--allow-downgrade] [--expires DURATION|RFC3339]\n"+
-			"         [--chunk-size N] [--chunking fixed|cdc] [--compress auto|zstd|none] rootfs=IMAGE [mcu=PKG ...] -o OUT")
+			"         [--chunk-size N] [--chunking fixed|cdc] [--compress auto|zstd|none] [--format 2|1] rootfs=IMAGE [mcu=PKG ...] -o OUT")
 		return 2
 	}
 	specs, err := bundlePayloads(pos)
@@ -118,7 +119,7 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 		return 2
 	}
 	o := bundle.CreateOptions{Compatible: *compatible, Version: *version, MinVersion: *minVersion, SecurityCounter: *counter,
-		AllowDowngrade: *allowDown, ChunkSize: *chunk, Compress: *compress, Payloads: specs}
+		AllowDowngrade: *allowDown, ChunkSize: *chunk, Compress: *compress, Payloads: specs, Format: *format}
 	if *chunking != "fixed" {
 		o.Chunking = *chunking
 	}
@@ -155,10 +156,12 @@ func runBundleCreate(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	el := time.Since(start)
 	if *asJSON {
-		writeJSON(stdout, map[string]any{"bundle": *out, "digest": h.ID(), "size": h.Size(), "seconds": el.Seconds(), "manifest": h.Manifest})
+		writeJSON(stdout, map[string]any{"bundle": *out, "format": h.Header.Version, "digest": h.ID(), "size": h.Size(),
+			"manifest_size": h.Header.ManifestLen, "seconds": el.Seconds(), "manifest": h.Manifest})
 		return 0
 	}
-	fmt.Fprintf(stdout, "%s: %d bytes, digest %s, %d signature(s), built in %.1fs\n", *out, h.Size(), h.ID(), len(h.Signatures), el.Seconds())
+	fmt.Fprintf(stdout, "%s: format %d, %d bytes (manifest %d), digest %s, %d signature(s), built in %.1fs\n",
+		*out, h.Header.Version, h.Size(), h.Header.ManifestLen, h.ID(), len(h.Signatures), el.Seconds())
 	bundlePrintPayloads(stdout, h.Manifest)
 	return 0
 }
@@ -231,12 +234,13 @@ func runBundleInfo(ctx context.Context, args []string, stdout, stderr io.Writer)
 		ids = append(ids, s.KeyID)
 	}
 	if *asJSON {
-		writeJSON(stdout, map[string]any{"bundle": pos[0], "digest": h.ID(), "size": h.Size(), "signatures": ids,
-			"signatures_checked": kr != nil, "manifest": h.Manifest})
+		writeJSON(stdout, map[string]any{"bundle": pos[0], "format": h.Header.Version, "digest": h.ID(), "size": h.Size(),
+			"manifest_size": h.Header.ManifestLen, "signatures": ids, "signatures_checked": kr != nil, "manifest": h.Manifest})
 		return 0
 	}
 	m := h.Manifest
-	fmt.Fprintf(stdout, "bundle      %s\ndigest      %s\nsize        %d\n", pos[0], h.ID(), h.Size())
+	fmt.Fprintf(stdout, "bundle      %s\nformat      %d (manifest %d bytes)\ndigest      %s\nsize        %d\n",
+		pos[0], h.Header.Version, h.Header.ManifestLen, h.ID(), h.Size())
 	check := "not checked (no --keyring)"
 	if kr != nil {
 		check = fmt.Sprintf("valid (threshold %d)", *threshold)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/otagw/otagw/rootfs/bundle"
 )
 
 func runVerb(t *testing.T, args ...string) (int, string, string) {
@@ -58,6 +60,7 @@ func TestBundleVerbs(t *testing.T) {
 
 	code, o, e := runVerb(t, "bundle", "info", out, "--keyring", ring, "--threshold", "2", "--json")
 	var info struct {
+		Format   int    `json:"format"`
 		Digest   string `json:"digest"`
 		Manifest struct {
 			Version  string `json:"version"`
@@ -68,9 +71,22 @@ func TestBundleVerbs(t *testing.T) {
 		} `json:"manifest"`
 		Checked bool `json:"signatures_checked"`
 	}
-	if code != 0 || json.Unmarshal([]byte(o), &info) != nil || info.Manifest.Version != "1.2.0" || !info.Checked ||
+	if code != 0 || json.Unmarshal([]byte(o), &info) != nil || info.Manifest.Version != "1.2.0" || !info.Checked || info.Format != bundle.FormatV2 ||
 		len(info.Manifest.Payloads) != 2 || info.Manifest.Payloads[1].Name != "stm32" || info.Manifest.Payloads[1].Target != "mcu" {
 		t.Fatalf("bundle info: %d %s %s", code, o, e)
+	}
+	// --format 1 writes a bundle that readers of format 1 take; info names the format.
+	out1 := filepath.Join(dir, "b1.otab")
+	if code, _, e := runVerb(t, "bundle", "create", "--key", filepath.Join(keys, "signing.key"), "--format", "1",
+		"--compatible", "acme", "--version", "1.2.0", "rootfs="+imgPath, "-o", out1); code != 0 {
+		t.Fatalf("bundle create --format 1: %d %s", code, e)
+	}
+	if code, o, e := runVerb(t, "bundle", "info", out1, "--keyring", ring); code != 0 || !strings.Contains(o, "format      1 (manifest") {
+		t.Fatalf("bundle info of a format-1 bundle: %d %s %s", code, o, e)
+	}
+	if code, _, _ := runVerb(t, "bundle", "create", "--key", filepath.Join(keys, "signing.key"), "--format", "3",
+		"--compatible", "acme", "--version", "1.2.0", "rootfs="+imgPath, "-o", out1); code != 1 {
+		t.Fatal("bundle create --format 3 accepted")
 	}
 	if code, _, e := runVerb(t, "bundle", "verify", out, "--keyring", ring); code != 0 {
 		t.Fatalf("bundle verify: %d %s", code, e)

@@ -132,10 +132,12 @@ func TestVerifyFailures(t *testing.T) {
 	}
 }
 
+// TestParseManifestRejects: format 1's JSON table (format 2's binary
+// table: TestTableRejects).
 func TestParseManifestRejects(t *testing.T) {
 	_, h, _ := testBundle(t, testImage(3*4096+1), func(o *CreateOptions) {
 		exp := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-		o.Expires, o.MinVersion, o.SecurityCounter = &exp, "1.0.0", 3
+		o.Expires, o.MinVersion, o.SecurityCounter, o.Format = &exp, "1.0.0", 3, FormatV1
 	})
 	if _, err := ParseManifest(h.Raw); err != nil {
 		t.Fatalf("good manifest: %v", err)
@@ -150,35 +152,37 @@ func TestParseManifestRejects(t *testing.T) {
 	pl := func(m map[string]any) map[string]any { return m["payloads"].([]any)[0].(map[string]any) }
 	ch := func(m map[string]any, i int) map[string]any { return pl(m)["chunks"].([]any)[i].(map[string]any) }
 	cases := map[string][]byte{
-		"unknown field":      edit(func(m map[string]any) { m["x"] = 1 }),
-		"trailing json":      append(bytes.Clone(h.Raw), []byte(` {}`)...),
-		"format":             edit(func(m map[string]any) { m["format"] = 2 }),
-		"version":            edit(func(m map[string]any) { m["version"] = "1.2" }),
-		"no compatible":      edit(func(m map[string]any) { m["compatible"] = "" }),
-		"no payloads":        edit(func(m map[string]any) { m["payloads"] = []any{} }),
-		"chunk gap":          edit(func(m map[string]any) { ch(m, 1)["offset"] = 4097.0 }),
-		"chunk count":        edit(func(m map[string]any) { pl(m)["size"] = 5 * 4096.0 }),
-		"raw size":           edit(func(m map[string]any) { ch(m, 0)["size"] = 4000.0 }),
-		"stored size":        edit(func(m map[string]any) { pl(m)["stored_size"] = 1.0 }),
-		"chunk size":         edit(func(m map[string]any) { pl(m)["chunk_size"] = 1000.0 }),
-		"bad name":           edit(func(m map[string]any) { pl(m)["name"] = "../etc" }),
-		"bad hash":           edit(func(m map[string]any) { ch(m, 0)["sha256"] = "ABCD" }),
-		"payload offset":     edit(func(m map[string]any) { pl(m)["offset"] = 8.0 }),
-		"huge zstd frame":    edit(func(m map[string]any) { ch(m, 0)["zstd"] = true; ch(m, 0)["size"] = 1e9 }),
-		"negative size":      edit(func(m map[string]any) { pl(m)["size"] = -1.0 }),
-		"bad min_version":    edit(func(m map[string]any) { m["min_version"] = "x" }),
-		"not json":           []byte("hello"),
-		"created missing":    edit(func(m map[string]any) { delete(m, "created") }),
-		"duplicate payload":  edit(func(m map[string]any) { m["payloads"] = append(m["payloads"].([]any), pl(m)) }),
-		"chunk sha256 gone":  edit(func(m map[string]any) { delete(ch(m, 1), "sha256") }),
-		"chunk offset gone":  edit(func(m map[string]any) { delete(ch(m, 0), "offset") }),
-		"chunk size gone":    edit(func(m map[string]any) { delete(ch(m, 2), "size") }),
-		"chunk size null":    edit(func(m map[string]any) { ch(m, 2)["size"] = nil }),
-		"unknown in chunk":   edit(func(m map[string]any) { ch(m, 0)["x"] = 1 }),
-		"unknown in payload": edit(func(m map[string]any) { pl(m)["x"] = 1 }),
-		"key in other case":  edit(func(m map[string]any) { m["Format"] = m["format"]; delete(m, "format") }),
-		"chunks not a list":  edit(func(m map[string]any) { pl(m)["chunks"] = map[string]any{} }),
-		"truncated":          h.Raw[:len(h.Raw)-2],
+		"unknown field":        edit(func(m map[string]any) { m["x"] = 1 }),
+		"trailing json":        append(bytes.Clone(h.Raw), []byte(` {}`)...),
+		"format":               edit(func(m map[string]any) { m["format"] = 3 }),
+		"format 2 with chunks": edit(func(m map[string]any) { m["format"] = 2 }),
+		"chunk_count in 1":     edit(func(m map[string]any) { pl(m)["chunk_count"] = 4 }),
+		"version":              edit(func(m map[string]any) { m["version"] = "1.2" }),
+		"no compatible":        edit(func(m map[string]any) { m["compatible"] = "" }),
+		"no payloads":          edit(func(m map[string]any) { m["payloads"] = []any{} }),
+		"chunk gap":            edit(func(m map[string]any) { ch(m, 1)["offset"] = 4097.0 }),
+		"chunk count":          edit(func(m map[string]any) { pl(m)["size"] = 5 * 4096.0 }),
+		"raw size":             edit(func(m map[string]any) { ch(m, 0)["size"] = 4000.0 }),
+		"stored size":          edit(func(m map[string]any) { pl(m)["stored_size"] = 1.0 }),
+		"chunk size":           edit(func(m map[string]any) { pl(m)["chunk_size"] = 1000.0 }),
+		"bad name":             edit(func(m map[string]any) { pl(m)["name"] = "../etc" }),
+		"bad hash":             edit(func(m map[string]any) { ch(m, 0)["sha256"] = "ABCD" }),
+		"payload offset":       edit(func(m map[string]any) { pl(m)["offset"] = 8.0 }),
+		"huge zstd frame":      edit(func(m map[string]any) { ch(m, 0)["zstd"] = true; ch(m, 0)["size"] = 1e9 }),
+		"negative size":        edit(func(m map[string]any) { pl(m)["size"] = -1.0 }),
+		"bad min_version":      edit(func(m map[string]any) { m["min_version"] = "x" }),
+		"not json":             []byte("hello"),
+		"created missing":      edit(func(m map[string]any) { delete(m, "created") }),
+		"duplicate payload":    edit(func(m map[string]any) { m["payloads"] = append(m["payloads"].([]any), pl(m)) }),
+		"chunk sha256 gone":    edit(func(m map[string]any) { delete(ch(m, 1), "sha256") }),
+		"chunk offset gone":    edit(func(m map[string]any) { delete(ch(m, 0), "offset") }),
+		"chunk size gone":      edit(func(m map[string]any) { delete(ch(m, 2), "size") }),
+		"chunk size null":      edit(func(m map[string]any) { ch(m, 2)["size"] = nil }),
+		"unknown in chunk":     edit(func(m map[string]any) { ch(m, 0)["x"] = 1 }),
+		"unknown in payload":   edit(func(m map[string]any) { pl(m)["x"] = 1 }),
+		"key in other case":    edit(func(m map[string]any) { m["Format"] = m["format"]; delete(m, "format") }),
+		"chunks not a list":    edit(func(m map[string]any) { pl(m)["chunks"] = map[string]any{} }),
+		"truncated":            h.Raw[:len(h.Raw)-2],
 	}
 	for name, b := range cases {
 		if _, err := ParseManifest(b); !errors.Is(err, ErrFormat) {

@@ -48,6 +48,10 @@ type CreateOptions struct {
 	Signers         []sign.Signer
 	Payloads        []PayloadSpec
 	Workers         int // compression goroutines; 0: GOMAXPROCS
+	// Format is the bundle format to write: 0 is FormatVersion (2, the
+	// binary chunk table); FormatV1 writes a bundle that readers older
+	// than format 2 can read.
+	Format int
 }
 
 // Create builds a bundle at out (written to a temporary file beside it, then
@@ -76,11 +80,18 @@ func Create(ctx context.Context, out string, o CreateOptions) (*Head, error) {
 	default:
 		return nil, fmt.Errorf("create bundle: chunking %q: want none or %s", o.Chunking, ChunkingCDC)
 	}
+	switch o.Format {
+	case 0:
+		o.Format = FormatVersion
+	case FormatV1, FormatV2:
+	default:
+		return nil, fmt.Errorf("create bundle: format %d: want %d or %d", o.Format, FormatV1, FormatV2)
+	}
 	if o.Created.IsZero() {
 		o.Created = time.Now().UTC().Truncate(time.Second)
 	}
 	m := &Manifest{
-		Format: FormatVersion, Compatible: o.Compatible, Version: o.Version, MinVersion: o.MinVersion,
+		Format: o.Format, Compatible: o.Compatible, Version: o.Version, MinVersion: o.MinVersion,
 		SecurityCounter: o.SecurityCounter, AllowDowngrade: o.AllowDowngrade, Created: o.Created, Expires: o.Expires,
 	}
 	// Check what can be checked before compressing anything.
@@ -112,7 +123,7 @@ func Create(ctx context.Context, out string, o CreateOptions) (*Head, error) {
 	if err := bw.Flush(); err != nil {
 		return nil, fmt.Errorf("create bundle: %s: %w", data.Name(), err)
 	}
-	raw, err := MarshalManifest(m)
+	raw, jsonLen, err := marshalManifest(m)
 	if err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
 	}
@@ -132,7 +143,10 @@ func Create(ctx context.Context, out string, o CreateOptions) (*Head, error) {
 		return nil, fmt.Errorf("create bundle: manifest %d bytes (max %d), %d signatures (max %d): use a larger chunk size or fewer keys",
 			len(raw), MaxManifestSize, len(h.Signatures), MaxSignatures)
 	}
-	h.Header = Header{Version: FormatVersion, ManifestLen: uint32(len(raw)), SigLen: uint32(len(sb))}
+	h.Header = Header{Version: uint16(m.Format), ManifestLen: uint32(len(raw)), SigLen: uint32(len(sb))}
+	if m.Format == FormatV2 {
+		h.Header.JSONLen = uint32(jsonLen)
+	}
 	hb, _ := h.Header.MarshalBinary()
 
 	f, err := os.CreateTemp(dir, ".bundle-*")
@@ -185,7 +199,7 @@ func addPayload(ctx context.Context, w io.Writer, ps PayloadSpec, o CreateOption
 	}
 	defer in.Close()
 	p := &Payload{Name: ps.Name, Target: ps.Target, ChunkSize: o.ChunkSize, Offset: off, Chunking: o.Chunking}
-	var cdc *chunker.Chunker
+	var cdc *CDC
 	if o.Chunking == ChunkingCDC {
 		cdc = NewCDC(in, o.ChunkSize)
 	}
@@ -284,14 +298,6 @@ func addPayload(ctx context.Context, w io.Writer, ps PayloadSpec, o CreateOption
 	p.StoredSize = coff
 	p.SHA256 = Digest(sumOf(whole))
 	return p, nil
-}
-
-// NewCDC returns the content-defined chunker of ChunkingCDC over r, for
-// chunks of at most max bytes; Next(buf) needs a buffer of max bytes.
-func NewCDC(r io.Reader, max int64) *chunker.Chunker {
-	c := chunker.NewWithBoundaries(r, chunker.Pol(CDCPolynomial), CDCMinSize, uint(max))
-	c.SetAverageBits(CDCAverageBits)
-	return c
 }
 
 func sumOf(h hash.Hash) (d [32]byte) {

@@ -1,7 +1,9 @@
 // Package bundle reads and writes otagw update bundles: a fixed header, a
-// signed JSON manifest with a per-chunk hash table, its signature block, then
-// the payloads as independent chunks (raw or one zstd frame each). The byte
-// layout is in docs/bundle-format.md.
+// signed manifest with a per-chunk hash table (format 2: a JSON object
+// followed by a binary table of 40 bytes a chunk; format 1, still read: the
+// table inside the JSON), its signature block, then the payloads as
+// independent chunks (raw or one zstd frame each). The byte layout is in
+// docs/bundle-format.md.
 //
 // Reading never needs the whole bundle on disk or in memory:
 //
@@ -30,8 +32,18 @@ import (
 // Magic opens every bundle.
 const Magic = "OTAGWBDL"
 
-// FormatVersion is the only format this package reads and writes.
-const FormatVersion = 1
+// Format versions. Readers take both; Create writes FormatVersion unless
+// told otherwise (CreateOptions.Format).
+const (
+	// FormatV1: the chunk table is a JSON array inside the manifest, about
+	// 125 bytes a chunk.
+	FormatV1 = 1
+	// FormatV2: the manifest is a JSON object (its length in the header)
+	// followed by a binary chunk table of TableEntrySize bytes a chunk.
+	FormatV2 = 2
+	// FormatVersion is the format Create writes by default.
+	FormatVersion = FormatV2
+)
 
 // Layout limits.
 const (
@@ -86,8 +98,12 @@ func (e *ChunkError) Is(target error) bool { return target == ErrHashMismatch }
 // Header is the fixed-size start of a bundle.
 type Header struct {
 	Version     uint16
-	ManifestLen uint32
+	ManifestLen uint32 // M: the signed manifest's bytes (JSON and, in format 2, the chunk table)
 	SigLen      uint32
+	// JSONLen is, in format 2, the length of the manifest's JSON object
+	// (1 <= JSONLen < ManifestLen); the binary chunk table follows it. 0 in
+	// format 1 (the header's reserved field at offset 20).
+	JSONLen uint32
 }
 
 // DataOffset is where the payload data starts.
@@ -102,6 +118,7 @@ func (h Header) MarshalBinary() ([]byte, error) {
 	binary.BigEndian.PutUint16(b[8:], h.Version)
 	binary.BigEndian.PutUint32(b[12:], h.ManifestLen)
 	binary.BigEndian.PutUint32(b[16:], h.SigLen)
+	binary.BigEndian.PutUint32(b[20:], h.JSONLen)
 	return b, nil
 }
 
@@ -117,15 +134,22 @@ func ParseHeader(b []byte) (Header, error) {
 		Version:     binary.BigEndian.Uint16(b[8:]),
 		ManifestLen: binary.BigEndian.Uint32(b[12:]),
 		SigLen:      binary.BigEndian.Uint32(b[16:]),
+		JSONLen:     binary.BigEndian.Uint32(b[20:]),
 	}
-	if h.Version != FormatVersion {
-		return h, fmt.Errorf("header: format version %d, this reader knows %d: %w", h.Version, FormatVersion, ErrFormat)
+	if h.Version != FormatV1 && h.Version != FormatV2 {
+		return h, fmt.Errorf("header: format version %d, this reader knows %d and %d: %w", h.Version, FormatV1, FormatV2, ErrFormat)
 	}
-	if binary.BigEndian.Uint16(b[10:]) != 0 || binary.BigEndian.Uint32(b[20:]) != 0 {
-		return h, fmt.Errorf("header: reserved bytes not zero: %w", ErrFormat)
+	if binary.BigEndian.Uint16(b[10:]) != 0 {
+		return h, fmt.Errorf("header: reserved bytes at offset 10 not zero: %w", ErrFormat)
 	}
 	if h.ManifestLen == 0 || h.ManifestLen > MaxManifestSize {
 		return h, fmt.Errorf("header: manifest length %d (max %d): %w", h.ManifestLen, MaxManifestSize, ErrFormat)
+	}
+	switch {
+	case h.Version == FormatV1 && h.JSONLen != 0:
+		return h, fmt.Errorf("header: reserved bytes at offset 20 not zero in format 1: %w", ErrFormat)
+	case h.Version == FormatV2 && (h.JSONLen == 0 || h.JSONLen >= h.ManifestLen):
+		return h, fmt.Errorf("header: manifest JSON length %d, want 1..%d (below the manifest length): %w", h.JSONLen, h.ManifestLen-1, ErrFormat)
 	}
 	if h.SigLen == 0 || h.SigLen > MaxSigBlockSize {
 		return h, fmt.Errorf("header: signature block length %d (max %d): %w", h.SigLen, MaxSigBlockSize, ErrFormat)

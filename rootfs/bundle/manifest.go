@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -70,7 +71,8 @@ type Payload struct {
 // ChunkingCDC cuts chunks by content: the Rabin fingerprint chunker of
 // github.com/restic/chunker with the polynomial CDCPolynomial, at least
 // CDCMinSize bytes, at most the payload's ChunkSize, and a cut where the
-// fingerprint's low CDCAverageBits bits are zero (64 KiB on average). An
+// fingerprint's low CDCAverageBits bits are zero (64 KiB on average);
+// then runs of all-zero chunks merged up to ChunkSize (see CDC). An
 // insertion or deletion then changes only the chunks around it, and the same
 // content cuts the same way wherever it sits: what a delta install needs.
 const (
@@ -140,12 +142,70 @@ func (m *Manifest) Payload(name string) *Payload {
 	return nil
 }
 
-// MarshalManifest encodes m the one way this package writes it.
+// MarshalManifest encodes m the one way this package writes it, in
+// m.Format: format 1 is the JSON object alone; format 2 is the JSON object
+// (each payload's table replaced by its chunk_count) followed by the binary
+// chunk table.
 func MarshalManifest(m *Manifest) ([]byte, error) {
+	b, _, err := marshalManifest(m)
+	return b, err
+}
+
+// marshalManifest is MarshalManifest that also returns the length of the
+// JSON object (the header's JSONLen in format 2).
+func marshalManifest(m *Manifest) ([]byte, int, error) {
 	if err := m.Validate(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return json.Marshal(m)
+	if m.Format == FormatV1 {
+		b, err := json.Marshal(m)
+		return b, len(b), err
+	}
+	j := manifestV2{Format: m.Format, Compatible: m.Compatible, Version: m.Version, MinVersion: m.MinVersion,
+		SecurityCounter: m.SecurityCounter, AllowDowngrade: m.AllowDowngrade, Created: m.Created, Expires: m.Expires}
+	var entries int
+	for i := range m.Payloads {
+		p := &m.Payloads[i]
+		j.Payloads = append(j.Payloads, payloadV2{Name: p.Name, Target: p.Target, Size: p.Size, SHA256: p.SHA256,
+			ChunkSize: p.ChunkSize, Chunking: p.Chunking, Offset: p.Offset, StoredSize: p.StoredSize, ChunkCount: len(p.Chunks)})
+		entries += len(p.Chunks)
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return nil, 0, err
+	}
+	n := len(b)
+	b = slices.Grow(b, entries*TableEntrySize)
+	for i := range m.Payloads {
+		b = appendTable(b, &m.Payloads[i])
+	}
+	return b, n, nil
+}
+
+// manifestV2 and payloadV2 are Manifest and Payload as format 2's JSON
+// object has them: a chunk count in place of the chunk table.
+type manifestV2 struct {
+	Format          int         `json:"format"`
+	Compatible      string      `json:"compatible"`
+	Version         string      `json:"version"`
+	MinVersion      string      `json:"min_version,omitempty"`
+	SecurityCounter uint64      `json:"security_counter,omitempty"`
+	AllowDowngrade  bool        `json:"allow_downgrade,omitempty"`
+	Created         time.Time   `json:"created"`
+	Expires         *time.Time  `json:"expires,omitempty"`
+	Payloads        []payloadV2 `json:"payloads"`
+}
+
+type payloadV2 struct {
+	Name       string `json:"name"`
+	Target     string `json:"target"`
+	Size       int64  `json:"size"`
+	SHA256     Digest `json:"sha256"`
+	ChunkSize  int64  `json:"chunk_size"`
+	Chunking   string `json:"chunking,omitempty"`
+	Offset     int64  `json:"offset"`
+	StoredSize int64  `json:"stored_size"`
+	ChunkCount int    `json:"chunk_count"`
 }
 
 func nameOK(s string) bool {
@@ -169,8 +229,8 @@ func (m *Manifest) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("manifest: "+format+": %w", append(a, ErrFormat)...)
 	}
-	if m.Format != FormatVersion {
-		return bad("format %d, want %d", m.Format, FormatVersion)
+	if m.Format != FormatV1 && m.Format != FormatV2 {
+		return bad("format %d, want %d or %d", m.Format, FormatV1, FormatV2)
 	}
 	if m.Compatible == "" || len(m.Compatible) > 256 {
 		return bad("compatible %q: want 1..256 bytes", m.Compatible)

@@ -80,7 +80,7 @@ func ReadHeadStream(r io.Reader, kr *sign.Keyring, threshold int, raw io.Writer)
 	}
 	h := &Head{Header: hdr}
 	mr := &manifestReader{r: r, left: int64(hdr.ManifestLen), sum: sha256.New(), raw: raw}
-	m, perr := decodeManifest(mr, int(hdr.ManifestLen))
+	m, perr := decodeManifest(mr, hdr)
 	io.Copy(io.Discard, mr) // the rest, hashed (after a format error, or white space)
 	switch {
 	case mr.err != nil:

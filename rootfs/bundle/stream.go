@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -9,17 +10,22 @@ import (
 )
 
 // The manifest is decoded as it streams: a json.Decoder walks its tokens
-// and decodes each field, payload and chunk-table entry on its own, so the
-// decoder's buffer holds one small value at a time and the chunk table is
-// built in place. Neither the manifest's text nor a tree of it is held,
-// whatever the image size (a 4 GiB image has a 1.9 MB manifest).
+// and decodes each field, payload and (format 1) chunk-table entry on its
+// own, so the decoder's buffer holds one small value at a time and the
+// chunk table is built in place; format 2's binary table is read entry by
+// entry into Payload.Chunks, sized from chunk_count once the counts have
+// been checked against the payloads' sizes and the table's length.
+// Neither the manifest's text nor a tree of it is held, whatever the image
+// size.
 //
 // Rules, as json.Unmarshal into Manifest with DisallowUnknownFields had
 // them, but stricter where that was loose: keys match exactly (not
-// case-insensitively); every chunk-table entry names its sha256, offset
-// and size (MarshalManifest always writes them). The last rule also bounds
-// memory before the signatures are checked: an entry takes at least 90
-// bytes of text and 64 of table, so the table is smaller than the text.
+// case-insensitively); every format-1 chunk-table entry names its sha256,
+// offset and size (MarshalManifest always writes them); format 1 has
+// "chunks" and no "chunk_count", format 2 the reverse. The decoded table
+// is bounded by the manifest's length before the signatures are checked:
+// a format-1 entry takes at least 90 bytes of text and a format-2 entry 40
+// bytes, for 64 bytes of Chunk.
 
 // chunkEntry is a chunk-table entry as decoded: the pointers tell which
 // required keys were present.
@@ -35,17 +41,48 @@ type chunkEntry struct {
 // three required keys: {"sha256":"<64 hex>","offset":0,"size":0}.
 const minEntryText = len(`{"sha256":"","offset":0,"size":0}`) + 64
 
-// manifestDecoder decodes one manifest from its JSON text.
+// manifestDecoder decodes one manifest's JSON object.
 type manifestDecoder struct {
-	d    *json.Decoder
-	size int // bytes of text, to bound the chunk table's initial capacity
+	d      *json.Decoder
+	size   int     // bytes of text, to bound a format-1 chunk table's initial capacity
+	counts []int64 // per payload: its chunk_count, -1 when absent
+	tables []bool  // per payload: it has a "chunks" key
 }
 
-// decodeManifest reads one manifest (size bytes of text) from r, and
-// nothing but white space after it. It does not validate.
-func decodeManifest(r io.Reader, size int) (*Manifest, error) {
+func newManifestDecoder(r io.Reader, size int) *manifestDecoder {
 	md := &manifestDecoder{d: json.NewDecoder(r), size: size}
 	md.d.DisallowUnknownFields()
+	return md
+}
+
+// decodeManifest reads one manifest of the format and lengths hdr gives
+// from r (format 1: the JSON object and nothing but white space after it;
+// format 2: the JSON object, ending exactly at hdr.JSONLen, then the binary
+// chunk table), and no more than hdr.ManifestLen bytes. It does not
+// validate.
+func decodeManifest(r io.Reader, hdr Header) (*Manifest, error) {
+	if hdr.Version == FormatV1 {
+		md := newManifestDecoder(r, int(hdr.ManifestLen))
+		m, err := md.manifest(FormatV1)
+		if err != nil {
+			return nil, err
+		}
+		return m, md.end()
+	}
+	md := newManifestDecoder(io.LimitReader(r, int64(hdr.JSONLen)), int(hdr.JSONLen))
+	m, err := md.manifest(FormatV2)
+	if err != nil {
+		return nil, err
+	}
+	if end := md.d.InputOffset(); end != int64(hdr.JSONLen) {
+		return nil, fmt.Errorf("JSON object ends at byte %d, the header's JSON length is %d", end, hdr.JSONLen)
+	}
+	return m, decodeTable(bufio.NewReaderSize(r, 16<<10), m, md.counts, int64(hdr.ManifestLen-hdr.JSONLen))
+}
+
+// manifest decodes the JSON object and checks its format: want, or, when
+// want is 0, either known format.
+func (md *manifestDecoder) manifest(want int) (*Manifest, error) {
 	var m Manifest
 	if err := md.object("manifest", func(key string) error {
 		switch key {
@@ -72,13 +109,32 @@ func decodeManifest(r io.Reader, size int) (*Manifest, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if _, err := md.d.Token(); err != io.EOF {
-		if err == nil || isSyntax(err) {
-			return nil, errors.New("data after the JSON object")
+	switch {
+	case want != 0 && m.Format != want:
+		return nil, fmt.Errorf("format %d, the header says %d", m.Format, want)
+	case m.Format != FormatV1 && m.Format != FormatV2:
+		return nil, fmt.Errorf("format %d, this reader knows %d and %d", m.Format, FormatV1, FormatV2)
+	}
+	for i := range m.Payloads {
+		switch {
+		case m.Format == FormatV1 && md.counts[i] >= 0:
+			return nil, fmt.Errorf("payload %q: chunk_count in format %d (its table is \"chunks\")", m.Payloads[i].Name, FormatV1)
+		case m.Format == FormatV2 && md.tables[i]:
+			return nil, fmt.Errorf("payload %q: chunks in format %d (its table follows the JSON object)", m.Payloads[i].Name, FormatV2)
 		}
-		return nil, err
 	}
 	return &m, nil
+}
+
+// end checks that nothing but white space follows the JSON object.
+func (md *manifestDecoder) end() error {
+	if _, err := md.d.Token(); err != io.EOF {
+		if err == nil || isSyntax(err) {
+			return errors.New("data after the JSON object")
+		}
+		return err
+	}
+	return nil
 }
 
 func isSyntax(err error) bool {
@@ -142,7 +198,10 @@ func (md *manifestDecoder) payloads(m *Manifest) error {
 			return fmt.Errorf("more than %d payloads", MaxPayloads)
 		}
 		m.Payloads = append(m.Payloads, Payload{})
-		p := &m.Payloads[len(m.Payloads)-1]
+		md.counts = append(md.counts, -1)
+		md.tables = append(md.tables, false)
+		pi := len(m.Payloads) - 1
+		p := &m.Payloads[pi]
 		if err := md.object(fmt.Sprintf("payload %d", len(m.Payloads)-1), func(key string) error {
 			switch key {
 			case "name":
@@ -162,7 +221,16 @@ func (md *manifestDecoder) payloads(m *Manifest) error {
 			case "stored_size":
 				return md.value(key, &p.StoredSize)
 			case "chunks":
+				md.tables[pi] = true
 				return md.chunks(p)
+			case "chunk_count":
+				if err := md.value(key, &md.counts[pi]); err != nil {
+					return err
+				}
+				if md.counts[pi] < 0 {
+					return fmt.Errorf("field %q: %d", key, md.counts[pi])
+				}
+				return nil
 			}
 			return fmt.Errorf("unknown field %q", key)
 		}); err != nil {
@@ -199,10 +267,12 @@ func (md *manifestDecoder) chunks(p *Payload) error {
 	return err
 }
 
-// ParseManifest decodes and validates manifest bytes. Unknown fields and
-// anything after the JSON object are errors.
+// ParseManifest decodes and validates manifest bytes (the signed bytes,
+// of either format: format 2's JSON object ends where its table starts).
+// Unknown fields and anything after the JSON object (format 1) or the
+// table (format 2) are errors.
 func ParseManifest(b []byte) (*Manifest, error) {
-	m, err := decodeManifest(bytes.NewReader(b), len(b))
+	m, err := parseManifest(b)
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %v: %w", err, ErrFormat)
 	}
@@ -210,4 +280,17 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+func parseManifest(b []byte) (*Manifest, error) {
+	md := newManifestDecoder(bytes.NewReader(b), len(b))
+	m, err := md.manifest(0)
+	if err != nil {
+		return nil, err
+	}
+	if m.Format == FormatV1 {
+		return m, md.end()
+	}
+	j := md.d.InputOffset()
+	return m, decodeTable(bytes.NewReader(b[j:]), m, md.counts, int64(len(b))-j)
 }
