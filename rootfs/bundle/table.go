@@ -21,6 +21,13 @@ import (
 const (
 	TableEntrySize = 40
 	tableZstd      = 1 << 31
+	// MaxTableEntries bounds a format-2 table: decoded, an entry takes 64
+	// bytes, so a table read before its signature is checked holds at most
+	// 16 MiB, about what format 1's largest manifest decodes to (the
+	// manifest's own 16 MiB limit would allow 419,430 entries, 27 MB).
+	// That is 64 GiB of 256 KiB chunks, 16 GiB of cdc chunks at their
+	// 64 KiB average.
+	MaxTableEntries = 1 << 18
 )
 
 // appendTable appends p's chunk-table entries to b.
@@ -41,8 +48,8 @@ func appendTable(b []byte, p *Payload) []byte {
 // key was absent) against what its size and chunk size allow, and their
 // sum against the table's length, before anything is allocated for the
 // table: a hostile count cannot make a reader allocate more than the table
-// itself, which the manifest's length bounds (at most MaxManifestSize /
-// TableEntrySize entries).
+// itself, which the manifest's length bounds, nor more than
+// MaxTableEntries entries.
 func tableEntries(m *Manifest, counts []int64, tableLen int64) error {
 	var total int64
 	for i := range m.Payloads {
@@ -62,6 +69,9 @@ func tableEntries(m *Manifest, counts []int64, tableLen int64) error {
 			return fmt.Errorf("payload %q: chunk_count %d, size %d needs %d chunks of %d bytes", p.Name, n, p.Size, least, p.ChunkSize)
 		}
 		total += n // at most MaxPayloads << 50: no overflow
+	}
+	if total > MaxTableEntries {
+		return fmt.Errorf("chunk table: the payloads' chunk_count add up to %d entries, at most %d are read", total, MaxTableEntries)
 	}
 	if total > tableLen/TableEntrySize || total*TableEntrySize != tableLen {
 		return fmt.Errorf("chunk table: %d bytes, the payloads' chunk_count add up to %d entries of %d bytes", tableLen, total, TableEntrySize)

@@ -285,3 +285,19 @@ func TestTableRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestTableEntriesBound: a table of more than MaxTableEntries entries is
+// refused before anything is allocated for it, even when its length and
+// the payload's size agree with the count.
+func TestTableEntriesBound(t *testing.T) {
+	for _, n := range []int64{MaxTableEntries, MaxTableEntries + 1} {
+		m := &Manifest{Payloads: []Payload{{Name: "rootfs", Chunking: ChunkingCDC, ChunkSize: 256 << 10, Size: n * 16 << 10}}}
+		err := tableEntries(m, []int64{n}, n*TableEntrySize)
+		if n <= MaxTableEntries && err != nil {
+			t.Errorf("%d entries: %v", n, err)
+		}
+		if n > MaxTableEntries && (err == nil || !strings.Contains(err.Error(), "at most")) {
+			t.Errorf("%d entries: got %v, want a refusal naming the bound", n, err)
+		}
+	}
+}
